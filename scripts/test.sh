@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): install what the tests need, then run
+# lint, type checks, the pytest suite and the Autobahn "fast" conformance profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests drive for real: a Redis server and a browser.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} from Debian's packages"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python dependencies in a project virtualenv.
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+  | grep -v -e 'is ignored: it is neither' -e '^DEPRECATION' || true
+.venv/bin/python -c 'import wsplex, picows, websockets, playwright, redis' # fail early if the install did not work
+
+echo "== ruff"; .venv/bin/ruff check src tests benchmarks
+echo "== mypy --strict"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/python -m pytest -q "$@"
+echo "== autobahn (fast profile)"; scripts/autobahn.sh fast
+if [ -f benchmarks/run.py ]; then
+  echo "== benchmark harness smoke run"; .venv/bin/python benchmarks/run.py --smoke
+fi

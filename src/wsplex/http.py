@@ -1,0 +1,104 @@
+"""Plain HTTP on the WebSocket port (SPEC §1): the web client, protocols, health.
+
+Routing is a pure function of the request path, so it is tested without a
+socket; ``server.py`` turns a :class:`Response` into the WebSocket library's
+response object. The library only lets a GET without a body through, and
+closes the connection after the response.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from importlib import resources
+from urllib.parse import urlsplit
+
+from wsplex import __version__
+from wsplex.hub.base import Hub
+from wsplex.registry import ProtocolRegistry
+
+#: Paths that accept a WebSocket upgrade.
+WEBSOCKET_PATHS = frozenset({"/", "/ws"})
+
+_WEB = resources.files("wsplex") / "web"
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP response to a plain request."""
+
+    status: HTTPStatus
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, status: HTTPStatus, text: str, **headers: str) -> Response:
+        return cls(status, text.encode(), headers=headers)
+
+    @classmethod
+    def json(cls, payload: object, status: HTTPStatus = HTTPStatus.OK) -> Response:
+        body = json.dumps(payload, indent=2).encode() + b"\n"
+        return cls(status, body, "application/json", dict(_NO_STORE))
+
+
+NOT_FOUND = Response.text(HTTPStatus.NOT_FOUND, "404 Not Found\n")
+
+Route = Callable[[], Response]
+
+
+class HttpApp:
+    """The plain-HTTP routes of one server."""
+
+    def __init__(
+        self, registry: ProtocolRegistry, hub: Hub, metrics: Callable[[], Response] | None = None
+    ) -> None:
+        self.registry = registry
+        self.hub = hub
+        self._routes: dict[str, Route] = {
+            "/": lambda: static_file("index.html"),
+            "/protocols": self.protocols,
+            "/healthz": self.healthz,
+        }
+        if metrics is not None:
+            self._routes["/metrics"] = metrics
+
+    def handle(self, target: str) -> Response:
+        """Answer ``GET target``."""
+        path = urlsplit(target).path or "/"
+        route = self._routes.get(path)
+        if route is not None:
+            return route()
+        if path.startswith("/static/"):
+            return static_file(path.removeprefix("/static/"))
+        return NOT_FOUND
+
+    def protocols(self) -> Response:
+        return Response.json({"protocols": self.registry.describe()})
+
+    def healthz(self) -> Response:
+        if self.hub.healthy:
+            return Response.json({"status": "ok", "version": __version__, "node": self.hub.node_id})
+        return Response.json(
+            {"status": "degraded: redis unavailable", "node": self.hub.node_id},
+            HTTPStatus.SERVICE_UNAVAILABLE,
+        )
+
+
+def static_file(name: str) -> Response:
+    """A file shipped in ``wsplex/web``; no directories, no dot-files."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return NOT_FOUND
+    resource = _WEB / name
+    if not resource.is_file():
+        return NOT_FOUND
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    # The page must never run stale against a newer server, and the files are
+    # small: revalidate every time rather than cache.
+    return Response(HTTPStatus.OK, resource.read_bytes(), content_type, {"Cache-Control": "no-cache"})

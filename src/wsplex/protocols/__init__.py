@@ -1,0 +1,1 @@
+"""The built-in protocols, one module each (SPEC §2-§5)."""

@@ -1,0 +1,612 @@
+"""The one module that touches the WebSocket library (picows).
+
+Everything above it (sessions, protocols, the hub, HTTP routes) works with
+plain values, so the library can be swapped by rewriting this file.
+
+What lives here:
+
+* the listener factory: plain HTTP routes, WebSocket path and subprotocol
+  selection, refusals with a status and a plain-text body (SPEC §1);
+* :class:`Connection`, one per client: frames in through :mod:`wsplex.wire`,
+  messages out coalesced into one ``write()`` per event-loop turn, the closing
+  handshake (RFC 6455 §7), keepalive pings;
+* :class:`Server`: start, keepalive sweep, graceful shutdown with 1001.
+
+Two picows behaviours are worked around here, and only here:
+
+* picows parses one frame ahead. When the *next* frame breaks a wire rule it
+  sends its own close frame before delivering the *current* one, so the
+  peer would see the close before the reply to a valid message, and two close
+  frames in one packet (Autobahn 7.1.2) would be answered 1002 instead of 1000.
+  picows logs the error just before it sends that close; the connection's
+  logger hook (:meth:`PicowsProtocol.error`) raises a guard on the transport
+  picows writes through (:class:`_GuardedTransport`), which holds that one close
+  frame until the current frame has been handled, then sends or drops it.
+* picows' ``send_close()`` without a code sends code 0, so close frames are
+  built by :func:`wsplex.wire.encode_frame` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from picows import (
+    PICOWS_DEBUG_LL,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
+
+from wsplex.close import CloseCode, truncate_reason
+from wsplex.config import Settings
+from wsplex.http import WEBSOCKET_PATHS, HttpApp, Response
+from wsplex.hub.base import Hub
+from wsplex.hub.memory import MemoryHub
+from wsplex.protocol import Context, Protocol
+from wsplex.registry import ProtocolRegistry, parse_offer
+from wsplex.session import Session
+from wsplex.stats import Stats
+from wsplex.wire import MessageAssembler, Opcode, ProtocolViolation, encode_frame, parse_close
+
+log = logging.getLogger("wsplex.server")
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONTINUATION = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
+_PONG = WSMsgType.PONG
+
+#: picows starts each read buffer at 16 KiB; it grows on demand, so start small
+#: and keep idle connections cheap (picows' own floor is 2 KiB).
+_READ_BUFFER = 2048
+_PING_FRAME = encode_frame(Opcode.PING, b"")
+_EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame with a code and a reason cut to fit (RFC 6455 §5.5.1)."""
+    return encode_frame(Opcode.CLOSE, struct.pack("!H", code) + truncate_reason(reason).encode())
+
+
+def format_peer(peer: Any) -> str:
+    """``host:port`` for IPv4, ``[host]:port`` for IPv6."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer or "unknown")
+
+
+class _Flusher:
+    """Writes each connection's queued frames once per event-loop turn.
+
+    A fan-out to N receivers queues N frames; the write() syscall is the cost,
+    so a receiver that gets several messages in one turn gets one write.
+    """
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+
+    def mark(self, connection: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(connection)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush()
+
+
+class _GuardedTransport:
+    """The transport picows writes through; see the module docstring for why.
+
+    While ``hold`` is set, picows' fast path is disabled (a non-zero buffer size
+    makes it call ``write``), and its one close frame is kept in ``held``.
+    After the connection has sent its own close, nothing more goes out.
+    """
+
+    __slots__ = ("connection", "held", "hold", "real")
+
+    def __init__(self, real: asyncio.Transport) -> None:
+        self.real = real
+        self.hold = False
+        self.held: bytes | None = None
+        self.connection: Connection | None = None
+
+    def get_write_buffer_size(self) -> int:
+        return 1 if self.hold else self.real.get_write_buffer_size()
+
+    def write(self, data: bytes) -> None:
+        if self.hold:
+            if self.held is None:
+                self.held = bytes(data)
+            return
+        if self.connection is None or not self.connection.close_sent:
+            self.real.write(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.real.get_extra_info(name, default)
+
+    def close(self) -> None:
+        self.real.close()
+
+    def abort(self) -> None:
+        self.real.abort()
+
+    def is_closing(self) -> bool:
+        return self.real.is_closing()
+
+
+class Connection(WSListener):
+    """One client connection: the session's :class:`~wsplex.session.Link`.
+
+    States: open -> closing (a close frame was sent, waiting for the peer's) ->
+    closed (TCP gone). A close from the peer is answered at once and the server
+    then drops TCP, as RFC 6455 §7.1.1 asks of servers.
+    """
+
+    __slots__ = (
+        "_close_timer",
+        "assembler",
+        "close_code",
+        "close_reason",
+        "close_received",
+        "close_sent",
+        "guard",
+        "offered",
+        "pending",
+        "ping_sent_at",
+        "protocol",
+        "server",
+        "session",
+        "transport",
+    )
+
+    def __init__(
+        self, server: Server, protocol: Protocol, session_id: str, remote: str,
+        query: dict[str, str], offered: list[str],
+    ) -> None:
+        self.server = server
+        self.protocol = protocol
+        self.session = Session(session_id, protocol.name, remote, self, query)
+        self.offered = offered
+        self.assembler = MessageAssembler(server.settings.max_message_size)
+        self.transport: WSTransport | None = None
+        self.guard: _GuardedTransport | None = None
+        self.pending: list[bytes] | None = None
+        self.close_sent = False
+        self.close_received = False
+        self.close_code: int = CloseCode.ABNORMAL
+        self.close_reason = ""
+        self.ping_sent_at: float | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # -- picows callbacks ----------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        # The handshake is done: free its headers (kilobytes per idle connection).
+        transport.request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
+        server = self.server
+        session = self.session
+        server.connections.add(self)
+        server.hub.attach(session)
+        server.stats.connections_total += 1
+        server.stats.connections[session.protocol] += 1
+        log.debug(
+            "connect %s from %s offered=%s chose=%s",
+            session.id, session.remote, ",".join(self.offered) or "-", session.protocol,
+        )
+        session.run(self.protocol.on_connect)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        try:
+            self._receive(frame)
+        except ProtocolViolation as violation:
+            self.fail(violation.code, violation.reason)
+        except Exception:  # a bug of ours must not reach picows, which would send 1011 itself
+            log.exception("frame handling failed for %s", self.session)
+            self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        if self.guard is not None and self.guard.hold and frame.last_in_buffer:
+            self.release_held_close()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        server = self.server
+        session = self.session
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self.pending = None
+        session.closed = True
+        server.connections.discard(self)
+        server.stats.connections[session.protocol] -= 1
+        server.stats.closes[self.close_code] += 1
+        log.debug("close %s code=%d reason=%r", session.id, self.close_code, self.close_reason)
+        session.run(self.protocol.on_disconnect, self.close_code)
+        session.run(server.hub.detach)
+
+    def pause_writing(self) -> None:
+        """The kernel and transport buffers are full; ``flush`` checks the cap."""
+
+    def resume_writing(self) -> None:
+        """Nothing to do: frames are only queued, never awaited."""
+
+    # -- incoming ------------------------------------------------------------
+
+    def _receive(self, frame: WSFrame) -> None:
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
+        msg_type = frame.msg_type
+        if msg_type is _TEXT or msg_type is _BINARY or msg_type is _CONTINUATION:
+            if self.close_sent or self.close_received:
+                return  # RFC 6455 §5.5.1: data after a close frame is discarded
+            payload = frame.get_payload_as_bytes()
+            message = self.assembler.feed(msg_type.value, frame.fin, payload)
+            if message is not None:
+                stats = self.server.stats
+                stats.messages_in += 1
+                stats.bytes_in += len(payload)
+                self.session.run(self.protocol.on_message, message)
+        elif msg_type is _CLOSE:
+            self._receive_close(frame.get_payload_as_bytes())
+        elif msg_type is _PONG:
+            self.ping_sent_at = None
+        # PING is answered by picows itself (enable_auto_pong).
+
+    def _receive_close(self, payload: bytes) -> None:
+        if self.close_received:
+            return  # a second close frame (Autobahn 7.1.2) is ignored
+        self.close_received = True
+        request = parse_close(payload)
+        if self.close_sent:
+            self._disconnect()  # the peer answered our close
+            return
+        reply = CloseCode.NORMAL if request.code == CloseCode.NO_STATUS else request.code
+        self.close_code, self.close_reason = request.code, request.reason
+        self._send_close(reply, "")
+        self._disconnect()
+
+    # -- outgoing (the session's Link) -----------------------------------------
+
+    def write_frame(self, frame: bytes) -> None:
+        if self.close_sent:
+            return
+        stats = self.server.stats
+        stats.messages_out += 1
+        stats.bytes_out += len(frame)
+        if self.pending is None:
+            self.pending = [frame]
+            self.server.flusher.mark(self)
+        else:
+            self.pending.append(frame)
+
+    def flush(self) -> None:
+        frames = self.pending
+        if not frames or self.transport is None:
+            return
+        self.pending = None
+        real = self.transport.underlying_transport
+        if len(frames) == 1:
+            real.write(frames[0])
+        else:
+            real.writelines(frames)
+        if real.get_write_buffer_size() > self.server.settings.max_send_buffer:
+            self.server.stats.slow_consumer_drops += 1
+            log.warning("closing %s: send buffer over %d bytes (slow consumer)",
+                        self.session, self.server.settings.max_send_buffer)
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+            real.abort()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
+        if self.close_sent or self.transport is None:
+            return
+        self.close_code, self.close_reason = code, reason
+        self.session.closed = True
+        self._send_close(code, reason)
+        loop = asyncio.get_running_loop()
+        self._close_timer = loop.call_later(self.server.settings.close_timeout, self._disconnect)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection for a wire error (RFC 6455 §7.1.7)."""
+        log.debug("failing %s: %d %s", self.session, code, reason)
+        self.close(code, reason)
+
+    def _send_close(self, code: int, reason: str) -> None:
+        self.flush()
+        self.close_sent = True
+        assert self.transport is not None
+        self.transport.underlying_transport.write(close_frame(code, reason))
+
+    def _disconnect(self) -> None:
+        if self.transport is not None:
+            self.transport.disconnect()
+
+    # -- picows parse-ahead workaround ---------------------------------------
+
+    def hold_parser_close(self, code: int, reason: str) -> None:
+        """picows found a bad frame and is about to send its own close: hold it."""
+        log.debug("parser error on %s: %s %s", self.session, code, reason)
+        self.flush()
+        if self.guard is not None and not self.close_sent:
+            self.guard.hold = True
+            self.close_code, self.close_reason = code, reason
+            asyncio.get_running_loop().call_soon(self.release_held_close)
+
+    def release_held_close(self) -> None:
+        """The frame before the bad one has been handled: now send picows' close."""
+        guard = self.guard
+        if guard is None or not guard.hold:
+            return
+        guard.hold = False
+        held, guard.held = guard.held, None
+        if held is not None and not self.close_sent:
+            self.flush()
+            self.close_sent = True
+            self.session.closed = True
+            guard.real.write(held)
+
+    # -- keepalive -------------------------------------------------------------
+
+    def ping(self, now: float) -> None:
+        if self.ping_sent_at is None and not self.close_sent and self.transport is not None:
+            self.ping_sent_at = now
+            self.flush()
+            self.transport.underlying_transport.write(_PING_FRAME)
+
+    def check_pong(self, deadline: float) -> None:
+        """Close the connection if a ping sent at or before ``deadline`` is unanswered."""
+        if self.ping_sent_at is not None and self.ping_sent_at <= deadline:
+            log.info("closing %s: no pong within %ss", self.session, self.server.settings.ping_timeout)
+            self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            if self.transport is not None:
+                # The peer is not reading: don't wait for its close frame.
+                asyncio.get_running_loop().call_later(0.1, self.transport.underlying_transport.abort)
+
+
+class PicowsProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol, told the peer address, and acting as its own logger.
+
+    picows logs through the object it is given; this one routes its messages to
+    ``wsplex.picows`` at debug level (a client's bad frame is not a server error)
+    and uses the "parser error" message to hold picows' early close frame.
+    """
+
+    __slots__ = ("_server", "connection", "guard", "peer")
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self.peer: Any = None
+        self.connection: Connection | None = None
+        self.guard: _GuardedTransport | None = None
+        settings = server.settings
+        super().__init__(
+            None, None, False,  # host+port and path: client-side only
+            self._listener_for,
+            self,  # logger, see the class docstring
+            True,  # disconnect on exception
+            settings.handshake_timeout,
+            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,  # keepalive is ours
+            True,  # answer pings
+            settings.max_message_size,  # a frame can never be bigger than a message
+            None,
+            _READ_BUFFER,
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer = transport.get_extra_info("peername")
+        self.guard = _GuardedTransport(cast(asyncio.Transport, transport))
+        super().connection_made(self.guard)
+
+    def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
+        answer = self._server.answer(request, format_peer(self.peer))
+        if isinstance(answer, Connection):
+            self.connection = answer
+            answer.guard = self.guard
+            if self.guard is not None:
+                self.guard.connection = answer
+            response = WSUpgradeResponse.create_101_response(
+                {"Sec-WebSocket-Protocol": answer.session.protocol}
+            )
+            return WSUpgradeResponseWithListener(response, answer)
+        return WSUpgradeResponseWithListener(_picows_response(answer), None)
+
+    # -- the logger interface picows uses --------------------------------------
+
+    def isEnabledFor(self, level: int) -> bool:
+        return _picows_log.isEnabledFor(level)
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        _picows_log.log(level, msg, *args)
+
+    def debug(self, msg: str, *args: Any) -> None:
+        _picows_log.debug(msg, *args)
+
+    def info(self, msg: str, *args: Any) -> None:
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        if msg.startswith("WS parser error") and args and self.connection is not None:
+            code, reason = args[0][0], args[0][1]
+            self.connection.hold_parser_close(int(code), str(reason))
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def exception(self, msg: str, *args: Any) -> None:
+        _picows_log.error(msg, *args, exc_info=True)
+
+
+_picows_log = logging.getLogger("wsplex.picows")
+
+
+def _picows_response(answer: Response) -> Any:
+    headers = {"Content-Type": answer.content_type, **answer.headers}
+    if answer.status >= 400:
+        return WSUpgradeResponse.create_error_response(answer.status, answer.body, headers)
+    return WSUpgradeResponse.create_ok_response(answer.body, headers)
+
+
+def _refusal(status: HTTPStatus, text: str, reason: str, stats: Stats) -> Response:
+    stats.refusals[reason] += 1
+    return Response.text(status, text + "\n")
+
+
+class Server:
+    """A wsplex server: protocols, hub, HTTP routes and the listening socket."""
+
+    def __init__(self, settings: Settings, hub: Hub | None = None) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or os.urandom(3).hex()
+        self.hub = hub or MemoryHub(self.node_id)
+        self.stats = Stats()
+        self.registry = ProtocolRegistry.build(settings.protocols, settings.protocol_modules)
+        self.context = Context(settings, self.hub, self.stats, self.registry, self.request_shutdown)
+        self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
+        self.http = HttpApp(self.registry, self.hub)
+        self.connections: set[Connection] = set()
+        self._session_counter = 0
+        self._listener: asyncio.Server | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+        self.flusher = _Flusher()
+
+    # -- handshake -------------------------------------------------------------
+
+    def answer(self, request: WSUpgradeRequest, remote: str) -> Connection | Response:
+        """A connection to upgrade to, or the HTTP response to send instead."""
+        target = request.path.decode("latin-1")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return self.http.handle(target)
+        url = urlsplit(target)
+        if url.path not in WEBSOCKET_PATHS:
+            return _refusal(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {url.path}", "path", self.stats)
+        offered = parse_offer(request.headers.getall("Sec-WebSocket-Protocol", []))
+        chosen = self.registry.select(offered, self.settings.prefer, self.settings.default_protocol)
+        if chosen is None:
+            what = "no protocol" if not offered else "no supported protocol"
+            log.debug("refused %s: offered %s", remote, offered)
+            return _refusal(
+                HTTPStatus.BAD_REQUEST,
+                f"{what} offered in Sec-WebSocket-Protocol; "
+                f"this server speaks: {', '.join(self.registry.names)}",
+                "protocol",
+                self.stats,
+            )
+        query = dict(parse_qsl(url.query))
+        return Connection(
+            self, self.protocols[chosen], self._next_session_id(), remote, query, offered
+        )
+
+    def _next_session_id(self) -> str:
+        self._session_counter += 1
+        return str(self._session_counter)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the listening socket; returns once it accepts connections."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        await self.hub.start()
+        for protocol in self.protocols.values():
+            await protocol.start()
+        self._listener = await loop.create_server(
+            lambda: PicowsProtocol(self),
+            host=self.settings.host,
+            port=self.settings.port,
+            reuse_address=True,
+            reuse_port=self.settings.workers > 1,
+            backlog=4096,
+        )
+        if self.settings.ping_interval > 0:
+            self._keepalive = asyncio.create_task(self._keepalive_loop())
+        log.info("wsplex listening on %s, protocols %s",
+                 ", ".join(self.addresses), ", ".join(self.registry.names))
+
+    @property
+    def addresses(self) -> list[str]:
+        if self._listener is None:
+            return []
+        return [format_peer(sock.getsockname()) for sock in self._listener.sockets]
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        sock: socket.socket = self._listener.sockets[0]
+        return int(sock.getsockname()[1])
+
+    def request_shutdown(self) -> None:
+        """Ask for a graceful shutdown (signal handlers, ``killserver``)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`request_shutdown`, then shut down gracefully."""
+        assert self._stopping is not None
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 and wait for them, at most ``shutdown_timeout``."""
+        if self._listener is not None:
+            self._listener.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        for connection in list(self.connections):
+            connection.session.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self._drain(self.settings.shutdown_timeout)
+        for protocol in self.protocols.values():
+            await protocol.stop()
+        await self.hub.stop()
+        log.info("wsplex stopped")
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.underlying_transport.abort()
+        await asyncio.sleep(0)
+
+    async def _keepalive_loop(self) -> None:
+        """One sweep for all connections: ping, then check for pongs after the timeout."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.ping_interval)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.ping(now)
+            loop.call_later(settings.ping_timeout, self._check_pongs, now)
+
+    def _check_pongs(self, deadline: float) -> None:
+        for connection in list(self.connections):
+            connection.check_pong(deadline)
+
+
+def install_event_loop() -> Callable[..., Any]:
+    """uvloop where the platform has it (SPEC decision), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run

@@ -1,0 +1,135 @@
+"""A Session is one client connection as protocols and the hub see it.
+
+It knows nothing about the WebSocket library: the server gives it a
+:class:`Link` (write a pre-encoded frame, close with a code) and feeds it
+messages. Protocol hooks run in arrival order. A hook may be a plain function
+(the fast path, no task) or return an awaitable; while one is running, later
+events for the same session wait in a backlog, so a protocol never sees its
+messages reordered by an ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wsplex.close import CloseCode
+from wsplex.wire import Outgoing
+
+if TYPE_CHECKING:
+    from wsplex.protocol import HookResult
+
+log = logging.getLogger("wsplex.session")
+
+
+class Link(Protocol):
+    """What a session needs from its connection; ``server.py`` implements it."""
+
+    def write_frame(self, frame: bytes) -> None:
+        """Queue one encoded frame for this connection."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake with ``code`` and ``reason``."""
+
+
+Hook = Callable[..., "HookResult"]
+
+
+class Session:
+    """One connected client: identity for the hub, sending and closing for protocols."""
+
+    __slots__ = (
+        "_backlog",
+        "_link",
+        "_task",
+        "closed",
+        "id",
+        "name",
+        "protocol",
+        "query",
+        "remote",
+        "since",
+        "state",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        protocol: str,
+        remote: str,
+        link: Link,
+        query: dict[str, str] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.protocol = protocol
+        self.remote = remote
+        self.since = time.time()
+        self.name: str | None = None
+        self.query = query or {}
+        self.state: Any = None  # free for the protocol's per-connection state
+        self.closed = False
+        self._link = link
+        self._task: asyncio.Future[None] | None = None  # the hook being awaited
+        self._backlog: deque[tuple[Hook, tuple[Any, ...]]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.protocol} {self.remote}>"
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, message: Outgoing) -> None:
+        """Send a message built once (``Outgoing``); fan-out reuses its encoded frame."""
+        if not self.closed:
+            self._link.write_frame(message.frame)
+
+    def send_text(self, text: str) -> None:
+        self.send(Outgoing.text(text))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.send(Outgoing.binary(data))
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close this connection with ``code`` and ``reason`` (RFC 6455 §7.1.2)."""
+        if not self.closed:
+            self.closed = True
+            self._link.close(code, reason)
+
+    # -- running protocol hooks in order -------------------------------------
+
+    def run(self, hook: Hook, *args: Any) -> None:
+        """Run a protocol hook now, or after the hooks still running for this session."""
+        if self._task is not None:
+            if self._backlog is None:
+                self._backlog = deque()
+            self._backlog.append((hook, args))
+            return
+        self._call(hook, args)
+
+    def _call(self, hook: Hook, args: tuple[Any, ...]) -> None:
+        try:
+            result = hook(self, *args)
+        except Exception:
+            self._crashed(hook)
+            return
+        if result is not None:
+            self._task = asyncio.ensure_future(self._await(hook, result))
+
+    async def _await(self, hook: Hook, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception:
+            self._crashed(hook)
+        self._task = None
+        while self._backlog and self._task is None:
+            next_hook, args = self._backlog.popleft()
+            self._call(next_hook, args)
+
+    def _crashed(self, hook: Hook) -> None:
+        """A protocol that raises closes only its own connection, with 1011."""
+        name = getattr(hook, "__qualname__", repr(hook))
+        log.exception("protocol hook %s failed for %s; closing it with 1011", name, self)
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")

@@ -1,0 +1,32 @@
+"""Plain counters the hot path bumps; ``/metrics`` and ``status`` read them.
+
+They are ints on one object, not Prometheus metric objects, because a labelled
+Prometheus counter takes a lock on every ``inc()`` and the message path runs
+once per frame. The exporter turns these into Prometheus samples at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    """Counters for one node since it started."""
+
+    started_at: float = field(default_factory=time.time)
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connections_total: int = 0
+    slow_consumer_drops: int = 0
+    connections: Counter[str] = field(default_factory=Counter)  # open, by protocol
+    refusals: Counter[str] = field(default_factory=Counter)  # handshake refusals, by reason
+    closes: Counter[int] = field(default_factory=Counter)  # closes, by code
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at

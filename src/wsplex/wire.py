@@ -1,0 +1,227 @@
+"""The message layer: RFC 6455 frames in, whole messages or a close decision out.
+
+The WebSocket library hands us single frames. This module owns every rule that
+turns them into messages, so the rules live in one place and can be tested byte
+for byte without a socket:
+
+* RFC 6455 §5.2: no extension is negotiated, so any RSV bit is a protocol error.
+* §5.4: a message is a TEXT or BINARY frame followed by CONTINUATION frames up to
+  one with FIN set; a CONTINUATION with no message open, or a new data frame
+  while one is open, is a protocol error. Control frames may arrive in between.
+* §8.1: a text message must be valid UTF-8, checked as fragments arrive so a bad
+  sequence fails fast (close 1007).
+* A message larger than the configured limit is refused (close 1009) as soon as
+  the running total exceeds it, before it is buffered whole.
+* §5.5.1 / §7.4: a close frame carries nothing, or a valid code and a UTF-8
+  reason of at most 123 bytes.
+
+The assembler is a small state machine: ``IDLE`` (no message open) and
+``FRAGMENTED`` (a message is open and collecting continuation frames).
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from wsplex.close import CloseCode, is_valid_close_code
+
+
+class Opcode(IntEnum):
+    """Frame opcodes (RFC 6455 §5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation(Exception):
+    """The peer broke a wire rule; the connection closes with ``code`` and ``reason``."""
+
+    code: CloseCode
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{int(self.code)} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    """A valid close frame from the peer: its code (1005 when absent) and reason."""
+
+    code: int
+    reason: str
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class MessageAssembler:
+    """Turns data frames into whole messages under the rules at the top of the module.
+
+    ``feed`` returns ``None`` while a fragmented message is still open, the message
+    (``str`` for text, ``bytes`` for binary) when it completes, and raises
+    :class:`ProtocolViolation` when the peer broke a rule.
+    """
+
+    __slots__ = ("_chunks", "_decoder", "_max_size", "_opcode", "_size", "_text")
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._opcode: int = 0  # 0 = IDLE, else the opcode of the open message
+        self._chunks: list[bytes] = []  # binary message parts
+        self._text: list[str] = []  # text message parts, already decoded
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    @property
+    def in_message(self) -> bool:
+        """True while a fragmented message is open (state ``FRAGMENTED``)."""
+        return self._opcode != 0
+
+    def feed(self, opcode: int, fin: bool, payload: bytes) -> str | bytes | None:
+        """Add one TEXT, BINARY or CONTINUATION frame's payload."""
+        if opcode == Opcode.CONTINUATION:
+            if not self._opcode:
+                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "continuation frame outside a message")
+            return self._continue(fin, payload)
+        if self._opcode:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "new message before the last one ended")
+        if len(payload) > self._max_size:
+            raise _too_big(self._max_size)
+        if fin:
+            return _decode(payload) if opcode == Opcode.TEXT else payload
+        self._open(opcode, payload)
+        return None
+
+    def _open(self, opcode: int, payload: bytes) -> None:
+        self._opcode = opcode
+        self._size = len(payload)
+        if opcode == Opcode.TEXT:
+            self._decoder = _utf8_decoder()
+            self._add_text(payload, final=False)
+        else:
+            self._chunks.append(payload)
+
+    def _continue(self, fin: bool, payload: bytes) -> str | bytes | None:
+        self._size += len(payload)
+        if self._size > self._max_size:
+            raise _too_big(self._max_size)
+        if self._decoder is not None:
+            self._add_text(payload, final=fin)
+        else:
+            self._chunks.append(payload)
+        if not fin:
+            return None
+        message = "".join(self._text) if self._decoder is not None else b"".join(self._chunks)
+        self._reset()
+        return message
+
+    def _add_text(self, payload: bytes, *, final: bool) -> None:
+        assert self._decoder is not None
+        try:
+            self._text.append(self._decoder.decode(payload, final))
+        except UnicodeDecodeError:
+            self._reset()
+            raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+
+    def _reset(self) -> None:
+        self._opcode = 0
+        self._chunks = []
+        self._text = []
+        self._size = 0
+        self._decoder = None
+
+
+def _decode(payload: bytes) -> str:
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+
+
+def _too_big(limit: int) -> ProtocolViolation:
+    return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
+
+
+def check_rsv(rsv1: bool, rsv2: bool, rsv3: bool) -> None:
+    """RFC 6455 §5.2: without a negotiated extension every RSV bit must be 0."""
+    if rsv1 or rsv2 or rsv3:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
+
+
+def parse_close(payload: bytes) -> CloseRequest:
+    """Validate a close frame's payload (RFC 6455 §5.5.1, §7.4)."""
+    if not payload:
+        return CloseRequest(CloseCode.NO_STATUS, "")
+    if len(payload) == 1:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "close frame with a one-byte payload")
+    (code,) = struct.unpack_from("!H", payload)
+    if not is_valid_close_code(code):
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode()
+    except UnicodeDecodeError:
+        raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in close reason") from None
+    return CloseRequest(code, reason)
+
+
+_FIN: Final = 0x80
+
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented server frame (RFC 6455 §5.2; servers never mask, §5.1).
+
+    Fan-out encodes a message once with this and writes the same bytes to every
+    receiver, instead of asking the WebSocket library to frame it per receiver.
+    """
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", _FIN | opcode, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _FIN | opcode, 126, size)
+    else:
+        header = struct.pack("!BBQ", _FIN | opcode, 127, size)
+    return header + payload
+
+
+class Outgoing:
+    """A message on its way out: its type, its payload, and its frame, encoded once.
+
+    The hub hands the same ``Outgoing`` to every receiver, so a message sent to
+    a room of 500 is framed once, not 500 times.
+    """
+
+    __slots__ = ("_frame", "is_text", "payload")
+
+    def __init__(self, payload: bytes, *, is_text: bool) -> None:
+        self.payload = payload
+        self.is_text = is_text
+        self._frame: bytes | None = None
+
+    @classmethod
+    def text(cls, text: str) -> Outgoing:
+        return cls(text.encode(), is_text=True)
+
+    @classmethod
+    def binary(cls, data: bytes) -> Outgoing:
+        return cls(data, is_text=False)
+
+    @property
+    def frame(self) -> bytes:
+        """The complete server frame (RFC 6455 §5.2), built on first use."""
+        if self._frame is None:
+            opcode = Opcode.TEXT if self.is_text else Opcode.BINARY
+            self._frame = encode_frame(opcode, self.payload)
+        return self._frame
+
+    def __repr__(self) -> str:
+        kind = "text" if self.is_text else "binary"
+        return f"<Outgoing {kind} {len(self.payload)} bytes>"

@@ -1,0 +1,124 @@
+"""Shared fixtures: real servers on free ports, in-process or as a ``wsplex`` process.
+
+No mocked network anywhere: every test talks to a listening socket. A process is
+ready when it prints its "listening on" line, so no test sleeps to wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from wsplex.config import Settings
+from wsplex.server import Server
+
+ServerFactory = Callable[..., Awaitable[Server]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ws_url(server: Server, path: str = "/") -> str:
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[ServerFactory]:
+    """Start in-process servers: ``await start_server(protocols=("echo",), ...)``."""
+    servers: list[Server] = []
+
+    async def start(**overrides: Any) -> Server:
+        settings = replace(Settings(host="127.0.0.1", port=0, shutdown_timeout=2.0), **overrides)
+        server = Server(settings)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@dataclass
+class WsplexProcess:
+    """A ``python -m wsplex`` child process and what it printed."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def read_until(self, pattern: str, timeout: float = 15.0) -> str:
+        """Read stderr lines until one matches ``pattern``; fail on exit or timeout."""
+        regex = re.compile(pattern)
+        for line in self.lines:
+            if regex.search(line):
+                return line
+        assert self.proc.stderr is not None
+        end = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            while time.monotonic() < end:
+                if not sel.select(end - time.monotonic()):
+                    break
+                line = self.proc.stderr.readline()
+                if not line:
+                    break
+                self.lines.append(line)
+                if regex.search(line):
+                    return line
+        raise AssertionError(f"wsplex never printed {pattern!r}; output:\n{''.join(self.lines)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., WsplexProcess]]:
+    """Run ``wsplex`` as a user would; waits for its "listening on" line."""
+    children: list[WsplexProcess] = []
+
+    def run(*args: str, port: int | None = None, wait: bool = True,
+            env: dict[str, str] | None = None) -> WsplexProcess:
+        port = free_port() if port is None else port
+        argv = [sys.executable, "-m", "wsplex", "--host", "127.0.0.1", "-p", str(port), *args]
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                text=True, env=child_env)
+        child = WsplexProcess(proc, port)
+        children.append(child)
+        if wait:
+            child.read_until("listening on")
+        return child
+
+    yield run
+    for child in children:
+        child.stop(signal.SIGKILL)
