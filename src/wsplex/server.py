@@ -54,7 +54,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from wsplex.close import CloseCode, truncate_reason
 from wsplex.config import Settings
 from wsplex.http import WEBSOCKET_PATHS, HttpApp, Response
-from wsplex.hub.base import Hub
+from wsplex.hub.base import Hub, protocol_topic
 from wsplex.hub.memory import MemoryHub
 from wsplex.protocol import Context, Protocol
 from wsplex.registry import ProtocolRegistry, parse_offer
@@ -207,6 +207,7 @@ class Connection(WSListener):
         session = self.session
         server.connections.add(self)
         server.hub.attach(session)
+        server.hub.subscribe(protocol_topic(session.protocol), session)
         server.stats.connections_total += 1
         server.stats.connections[session.protocol] += 1
         log.debug(

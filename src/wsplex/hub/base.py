@@ -27,6 +27,14 @@ from wsplex.session import Session
 from wsplex.wire import Outgoing
 
 
+def protocol_topic(protocol: str) -> str:
+    """The topic every session of ``protocol`` is subscribed to by the server.
+
+    ``echo`` fans out on it and ``broadcast PROTOCOL TEXT`` publishes to it.
+    """
+    return f"protocol:{protocol}"
+
+
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
     """What the cluster knows about one connected client (``clients`` command)."""

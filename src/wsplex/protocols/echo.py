@@ -1,12 +1,17 @@
-"""``echo``: every message goes to every echo client, the sender included (SPEC §2)."""
+"""``echo``: every message goes to every echo client, the sender included (SPEC §2).
+
+The server subscribes every session to its protocol's topic, so echo only
+publishes: one ``Outgoing`` per message, framed once for all receivers.
+"""
 
 from __future__ import annotations
 
+from wsplex.hub.base import protocol_topic
 from wsplex.protocol import HookResult, Protocol
 from wsplex.session import Session
 from wsplex.wire import Outgoing
 
-TOPIC = "echo"
+TOPIC = protocol_topic("echo")
 
 
 class EchoProtocol(Protocol):
@@ -17,17 +22,9 @@ class EchoProtocol(Protocol):
         "client connected with the echo protocol, with its type unchanged."
     )
 
-    def on_connect(self, session: Session) -> HookResult:
-        self.hub.subscribe(TOPIC, session)
-        return None
-
     def on_message(self, session: Session, message: str | bytes) -> HookResult:
         if isinstance(message, str):
             self.hub.publish(TOPIC, Outgoing.text(message))
         else:
             self.hub.publish(TOPIC, Outgoing.binary(message))
-        return None
-
-    def on_disconnect(self, session: Session, code: int) -> HookResult:
-        self.hub.unsubscribe(TOPIC, session)
         return None
