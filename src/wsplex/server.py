@@ -118,7 +118,9 @@ class _GuardedTransport:
 
     While ``hold`` is set, picows' fast path is disabled (a non-zero buffer size
     makes it call ``write``), and its one close frame is kept in ``held``.
-    After the connection has sent its own close, nothing more goes out.
+    After the connection has sent its close, nothing more goes out: not even the
+    pong picows would send for a ping that follows (RFC 6455 §5.5.1: a close frame
+    is the last frame an endpoint sends).
     """
 
     __slots__ = ("connection", "held", "hold", "real")
@@ -130,7 +132,10 @@ class _GuardedTransport:
         self.connection: Connection | None = None
 
     def get_write_buffer_size(self) -> int:
-        return 1 if self.hold else self.real.get_write_buffer_size()
+        # Non-zero sends picows through ``write`` below instead of its direct send().
+        if self.hold or (self.connection is not None and self.connection.close_sent):
+            return 1
+        return self.real.get_write_buffer_size()
 
     def write(self, data: bytes) -> None:
         if self.hold:
@@ -170,6 +175,7 @@ class Connection(WSListener):
         "close_sent",
         "guard",
         "offered",
+        "out",
         "pending",
         "ping_sent_at",
         "protocol",
@@ -189,6 +195,7 @@ class Connection(WSListener):
         self.assembler = MessageAssembler(server.settings.max_message_size)
         self.transport: WSTransport | None = None
         self.guard: _GuardedTransport | None = None
+        self.out: asyncio.Transport | None = None  # the socket's transport, not picows' view of it
         self.pending: list[bytes] | None = None
         self.close_sent = False
         self.close_received = False
@@ -201,6 +208,8 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        assert self.guard is not None
+        self.out = self.guard.real
         # The handshake is done: free its headers (kilobytes per idle connection).
         transport.request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
         server = self.server
@@ -298,24 +307,24 @@ class Connection(WSListener):
 
     def flush(self) -> None:
         frames = self.pending
-        if not frames or self.transport is None:
+        real = self.out
+        if not frames or real is None:
             return
         self.pending = None
-        real = self.transport.underlying_transport
         if len(frames) == 1:
             real.write(frames[0])
         else:
             real.writelines(frames)
-        if real.get_write_buffer_size() > self.server.settings.max_send_buffer:
+        if real.get_write_buffer_size() > self.server.send_buffer_cap:
             self.server.stats.slow_consumer_drops += 1
             log.warning("closing %s: send buffer over %d bytes (slow consumer)",
-                        self.session, self.server.settings.max_send_buffer)
+                        self.session, self.server.send_buffer_cap)
             self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
             real.abort()
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
-        if self.close_sent or self.transport is None:
+        if self.close_sent or self.out is None:
             return
         self.close_code, self.close_reason = code, reason
         self.session.closed = True
@@ -331,8 +340,8 @@ class Connection(WSListener):
     def _send_close(self, code: int, reason: str) -> None:
         self.flush()
         self.close_sent = True
-        assert self.transport is not None
-        self.transport.underlying_transport.write(close_frame(code, reason))
+        assert self.out is not None
+        self.out.write(close_frame(code, reason))
 
     def _disconnect(self) -> None:
         if self.transport is not None:
@@ -365,19 +374,19 @@ class Connection(WSListener):
     # -- keepalive -------------------------------------------------------------
 
     def ping(self, now: float) -> None:
-        if self.ping_sent_at is None and not self.close_sent and self.transport is not None:
+        if self.ping_sent_at is None and not self.close_sent and self.out is not None:
             self.ping_sent_at = now
             self.flush()
-            self.transport.underlying_transport.write(_PING_FRAME)
+            self.out.write(_PING_FRAME)
 
     def check_pong(self, deadline: float) -> None:
         """Close the connection if a ping sent at or before ``deadline`` is unanswered."""
         if self.ping_sent_at is not None and self.ping_sent_at <= deadline:
             log.info("closing %s: no pong within %ss", self.session, self.server.settings.ping_timeout)
             self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            if self.transport is not None:
+            if self.out is not None:
                 # The peer is not reading: don't wait for its close frame.
-                asyncio.get_running_loop().call_later(0.1, self.transport.underlying_transport.abort)
+                asyncio.get_running_loop().call_later(0.1, self.out.abort)
 
 
 class PicowsProtocol(WSProtocol):  # type: ignore[misc]
@@ -421,9 +430,10 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
             answer.guard = self.guard
             if self.guard is not None:
                 self.guard.connection = answer
-            response = WSUpgradeResponse.create_101_response(
-                {"Sec-WebSocket-Protocol": answer.session.protocol}
-            )
+            # RFC 6455 §4.2.2: echo one of the client's offers, and nothing when it
+            # offered none (it fell back to --default-protocol).
+            headers = {"Sec-WebSocket-Protocol": answer.session.protocol} if answer.offered else {}
+            response = WSUpgradeResponse.create_101_response(headers)
             return WSUpgradeResponseWithListener(response, answer)
         return WSUpgradeResponseWithListener(_picows_response(answer), None)
 
@@ -482,6 +492,8 @@ class Server:
         self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
         self.http = HttpApp(self.registry, self.hub)
         self.connections: set[Connection] = set()
+        # One message of the largest allowed size always fits, whatever the flag says.
+        self.send_buffer_cap = max(settings.max_send_buffer, 2 * settings.max_message_size)
         self._session_counter = 0
         self._listener: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -584,8 +596,8 @@ class Server:
         while self.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.underlying_transport.abort()
+            if connection.out is not None:
+                connection.out.abort()
         await asyncio.sleep(0)
 
     async def _keepalive_loop(self) -> None:
