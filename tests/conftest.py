@@ -57,9 +57,11 @@ async def start_server() -> AsyncIterator[ServerFactory]:
 class WsplexProcess:
     """A ``python -m wsplex`` child process and what it printed."""
 
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     port: int
     lines: list[str] = field(default_factory=list)
+    _partial: bytes = b""
+    _matched: int = 0  # lines before this one were consumed by earlier matches
 
     @property
     def url(self) -> str:
@@ -70,25 +72,40 @@ class WsplexProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def read_until(self, pattern: str, timeout: float = 15.0) -> str:
-        """Read stderr lines until one matches ``pattern``; fail on exit or timeout."""
+        """Read stderr lines until one matches ``pattern``; fail on exit or timeout.
+
+        Reads the pipe's file descriptor directly: a buffered reader could hold
+        lines that ``select`` would then never report.
+        """
         regex = re.compile(pattern)
-        for line in self.lines:
-            if regex.search(line):
-                return line
+        found = self._search(regex)
+        if found is not None:
+            return found
         assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
         end = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while time.monotonic() < end:
                 if not sel.select(end - time.monotonic()):
                     break
-                line = self.proc.stderr.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                self.lines.append(line)
-                if regex.search(line):
-                    return line
+                self._partial += chunk
+                *complete, self._partial = self._partial.split(b"\n")
+                self.lines.extend(raw.decode(errors="replace") + "\n" for raw in complete)
+                found = self._search(regex)
+                if found is not None:
+                    return found
         raise AssertionError(f"wsplex never printed {pattern!r}; output:\n{''.join(self.lines)}")
+
+    def _search(self, regex: re.Pattern[str]) -> str | None:
+        for index in range(self._matched, len(self.lines)):
+            if regex.search(self.lines[index]):
+                self._matched = index + 1
+                return self.lines[index]
+        return None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -112,7 +129,7 @@ def spawn() -> Iterator[Callable[..., WsplexProcess]]:
         argv = [sys.executable, "-m", "wsplex", "--host", "127.0.0.1", "-p", str(port), *args]
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                text=True, env=child_env)
+                                env=child_env)
         child = WsplexProcess(proc, port)
         children.append(child)
         if wait:
