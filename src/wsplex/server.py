@@ -266,11 +266,11 @@ class Connection(WSListener):
             if self.close_sent or self.close_received:
                 return  # RFC 6455 §5.5.1: data after a close frame is discarded
             payload = frame.get_payload_as_bytes()
+            stats = self.server.stats
+            stats.bytes_in += len(payload)
             message = self.assembler.feed(msg_type.value, frame.fin, payload)
             if message is not None:
-                stats = self.server.stats
                 stats.messages_in += 1
-                stats.bytes_in += len(payload)
                 self.session.run(self.protocol.on_message, message)
         elif msg_type is _CLOSE:
             self._receive_close(frame.get_payload_as_bytes())
