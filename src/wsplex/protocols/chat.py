@@ -1,0 +1,261 @@
+"""``chat``: named people talking in rooms (SPEC §3).
+
+Everything shared lives on the hub, so the same code serves one node or a
+Redis cluster:
+
+* names are claimed in the hub's name scope ``"chat"``, unique across the cluster;
+* a room is the topic ``chat:room:<ROOM>``: its subscribers are its members,
+  ``/who`` asks for them and ``/rooms`` lists the topics with that prefix;
+* a room's history is the hub list ``chat:history:<ROOM>``.
+
+Every line the server sends is one WebSocket text message that starts with
+``[name] `` (a chat message), ``* `` (a notice) or ``! `` (an error), so a
+client tells them apart by the first characters of each message.
+
+History is sent to a client entering a room as a block, so it cannot be
+mistaken for live talk::
+
+    * history: 2 messages
+    [alice] hi
+    [bob] hello
+    * end of history
+
+A room message is encoded once (one :class:`~wsplex.wire.Outgoing`) and
+published once, whatever the size of the room.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from wsplex.close import CloseCode
+from wsplex.protocol import Context, HookResult, Protocol
+from wsplex.session import Session
+from wsplex.wire import Outgoing
+
+#: The hub name scope of chat names.
+NAME_SCOPE = "chat"
+ROOM_TOPIC_PREFIX = "chat:room:"
+HISTORY_KEY_PREFIX = "chat:history:"
+LOBBY = "lobby"
+#: SPEC §3: names are 1-32 printable characters without spaces; rooms follow the same rule.
+MAX_NAME_LENGTH = 32
+
+NAME_RULE = f"names are 1-{MAX_NAME_LENGTH} printable characters without spaces"
+ROOM_RULE = f"room names are 1-{MAX_NAME_LENGTH} printable characters without spaces"
+
+HELP_TEXT = """\
+* commands:
+*   /name NEW    change your name (alias /nick)
+*   /join ROOM   leave this room and enter ROOM (the first room is lobby)
+*   /who         list the people in this room
+*   /rooms       list the rooms that have people in them
+*   /help        this list
+* anything else is said to the others in your room; start a line with // to say
+* something that begins with /"""
+
+
+def is_valid_name(text: str) -> bool:
+    """SPEC §3: 1-32 printable characters without spaces (no whitespace of any kind)."""
+    return 0 < len(text) <= MAX_NAME_LENGTH and text.isprintable() and " " not in text
+
+
+def room_topic(room: str) -> str:
+    return ROOM_TOPIC_PREFIX + room
+
+
+def history_key(room: str) -> str:
+    return HISTORY_KEY_PREFIX + room
+
+
+@dataclass(slots=True)
+class Member:
+    """A chat client's per-connection state: who it is and where it is."""
+
+    name: str
+    room: str
+
+
+Command = Callable[[Session, Member, str], HookResult]
+
+
+class ChatProtocol(Protocol):
+    name = "chat"
+    description = "Named people talking in rooms: /name, /join, /who, /rooms, /help."
+    help = (
+        "You start in room lobby, named by ?name= on the URL or guest-N.\n"
+        "A line you send goes to everyone else in your room as [yourname] line.\n"
+        "/name NEW (or /nick NEW) renames you: 1-32 printable characters, no spaces, not taken.\n"
+        "/join ROOM moves you to ROOM; you first get its recent history between\n"
+        "'* history: N messages' and '* end of history'.\n"
+        "/who lists your room, /rooms lists the rooms, /help lists the commands.\n"
+        "Server notices start with '* ', errors with '! '. Text only: binary closes with 1003."
+    )
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self._guest_numbers = itertools.count(1)
+        self._commands: dict[str, Command] = {
+            "/name": self._rename,
+            "/nick": self._rename,
+            "/join": self._join,
+            "/who": self._who,
+            "/rooms": self._rooms,
+            "/help": self._help,
+        }
+
+    @property
+    def _history_limit(self) -> int:
+        return self.context.settings.chat_history
+
+    # -- hooks ---------------------------------------------------------------
+
+    async def on_connect(self, session: Session) -> None:
+        wanted = session.query.get("name")
+        problem = None
+        name = None
+        if wanted is not None:
+            if not is_valid_name(wanted):
+                problem = f"invalid name: {NAME_RULE}"
+            elif await self.hub.claim_name(NAME_SCOPE, wanted, session):
+                name = wanted
+            else:
+                problem = f"name '{wanted}' is taken"
+        if name is None:
+            name = await self._claim_guest_name(session)
+        member = Member(name, LOBBY)
+        session.state = member
+        session.name = name
+        self.hub.touch(session)
+        if problem is not None:
+            session.send_text(f"! {problem}; you are {name}")
+        await self._enter(session, member, LOBBY, echo_join=False)
+
+    def on_message(self, session: Session, message: str | bytes) -> HookResult:
+        if isinstance(message, bytes):
+            session.close(CloseCode.UNSUPPORTED_DATA, "chat accepts text messages only")
+            return None
+        member = session.state
+        if not isinstance(member, Member):
+            return None  # on_connect failed, and that already closed the connection
+        if message.startswith("//"):
+            return self._say(session, member, message[1:])
+        if message.startswith("/"):
+            return self._command(session, member, message)
+        return self._say(session, member, message)
+
+    async def on_disconnect(self, session: Session, code: int) -> None:
+        member = session.state
+        if not isinstance(member, Member):
+            return
+        self._leave(session, member)
+        await self.hub.release_name(NAME_SCOPE, member.name, session)
+
+    # -- talking -------------------------------------------------------------
+
+    def _say(self, session: Session, member: Member, text: str) -> HookResult:
+        if not text.strip():
+            session.send_text("! empty message, not sent")
+            return None
+        line = f"[{member.name}] {text}"
+        self.hub.publish(room_topic(member.room), Outgoing.text(line), exclude=session.id)
+        if self._history_limit > 0:
+            return self.hub.append_history(history_key(member.room), line, self._history_limit)
+        return None
+
+    def _command(self, session: Session, member: Member, line: str) -> HookResult:
+        word, *rest = line.split(None, 1)  # the argument is the rest of the line
+        argument = rest[0].strip() if rest else ""
+        command = self._commands.get(word.lower())
+        if command is None:
+            session.send_text(f"! unknown command {word} (try /help)")
+            return None
+        return command(session, member, argument)
+
+    # -- rooms ---------------------------------------------------------------
+
+    async def _enter(self, session: Session, member: Member, room: str, *, echo_join: bool) -> None:
+        """Put ``session`` in ``room``: its history first, then the announcement.
+
+        The history is read before subscribing, so no message can arrive both
+        live and in the history block, nor in the middle of the block.
+        """
+        history = await self.hub.history(history_key(room)) if self._history_limit > 0 else []
+        if session.closed:
+            return
+        member.room = room
+        topic = room_topic(room)
+        self.hub.subscribe(topic, session)
+        if history:
+            self._send_history(session, history[-self._history_limit :])
+        joined = Outgoing.text(f"* {member.name} joined")
+        self.hub.publish(topic, joined, exclude=None if echo_join else session.id)
+
+    def _leave(self, session: Session, member: Member) -> None:
+        topic = room_topic(member.room)
+        self.hub.publish(topic, Outgoing.text(f"* {member.name} left"), exclude=session.id)
+        self.hub.unsubscribe(topic, session)
+
+    @staticmethod
+    def _send_history(session: Session, lines: list[str]) -> None:
+        count = len(lines)
+        session.send_text(f"* history: {count} message{'' if count == 1 else 's'}")
+        for line in lines:
+            session.send_text(line)
+        session.send_text("* end of history")
+
+    # -- commands --------------------------------------------------------------
+
+    async def _rename(self, session: Session, member: Member, new: str) -> None:
+        if not new:
+            session.send_text("! usage: /name NEW")
+        elif not is_valid_name(new):
+            session.send_text(f"! invalid name: {NAME_RULE}")
+        elif new == member.name:
+            session.send_text(f"! you are already {new}")
+        elif not await self.hub.claim_name(NAME_SCOPE, new, session):
+            session.send_text(f"! name '{new}' is taken")
+        else:
+            old = member.name
+            member.name = session.name = new
+            self.hub.touch(session)
+            self.hub.publish(room_topic(member.room), Outgoing.text(f"* {old} is now {new}"))
+            await self.hub.release_name(NAME_SCOPE, old, session)
+
+    def _join(self, session: Session, member: Member, room: str) -> Awaitable[None] | None:
+        if not room:
+            session.send_text("! usage: /join ROOM")
+        elif not is_valid_name(room):
+            session.send_text(f"! invalid room: {ROOM_RULE}")
+        elif room == member.room:
+            session.send_text(f"! you are already in {room}")
+        else:
+            self._leave(session, member)
+            return self._enter(session, member, room, echo_join=True)
+        return None
+
+    async def _who(self, session: Session, member: Member, argument: str) -> None:
+        members = await self.hub.members(room_topic(member.room))
+        names = sorted(m.name for m in members if m.name is not None)
+        session.send_text(f"* in {member.room}: {', '.join(names)}")
+
+    async def _rooms(self, session: Session, member: Member, argument: str) -> None:
+        topics = sorted(await self.hub.topics(ROOM_TOPIC_PREFIX))
+        rooms = []
+        for topic in topics:
+            count = len(await self.hub.members(topic))
+            rooms.append(f"{topic.removeprefix(ROOM_TOPIC_PREFIX)} ({count})")
+        session.send_text(f"* rooms: {', '.join(rooms)}")
+
+    @staticmethod
+    def _help(session: Session, member: Member, argument: str) -> None:
+        session.send_text(HELP_TEXT)
+
+    async def _claim_guest_name(self, session: Session) -> str:
+        """``guest-N``: the first free N from a counter (someone may have taken one by hand)."""
+        while True:
+            name = f"guest-{next(self._guest_numbers)}"
+            if await self.hub.claim_name(NAME_SCOPE, name, session):
+                return name
