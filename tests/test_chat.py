@@ -11,11 +11,11 @@ import asyncio
 from urllib.parse import quote
 
 import pytest
-from conftest import ServerFactory, ws_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from conftest import ServerFactory, ws_url
 from wsplex.server import Server
 
 PROTOCOLS = ("echo", "chat", "command")
@@ -203,6 +203,7 @@ async def test_history_is_sent_to_a_joining_client_marked_as_history(
     await alice.send("in dev")
     await who(alice)
     await bob.send("/join dev")
+    await expect(bob, "* alice left")
     await expect(bob, "* history: 1 message", "[alice] in dev", "* end of history", "* bob joined")
 
 
