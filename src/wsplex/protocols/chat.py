@@ -72,10 +72,11 @@ def history_key(room: str) -> str:
 
 @dataclass(slots=True)
 class Member:
-    """A chat client's per-connection state: who it is and where it is."""
+    """A chat client's per-connection state: who it is, and where it is when ``present``."""
 
     name: str
-    room: str
+    room: str = LOBBY
+    present: bool = False  # subscribed to ``room`` and announced there
 
 
 Command = Callable[[Session, Member, str], HookResult]
@@ -125,7 +126,7 @@ class ChatProtocol(Protocol):
                 problem = f"name '{wanted}' is taken"
         if name is None:
             name = await self._claim_guest_name(session)
-        member = Member(name, LOBBY)
+        member = Member(name)
         session.state = member
         session.name = name
         self.hub.touch(session)
@@ -138,8 +139,8 @@ class ChatProtocol(Protocol):
             session.close(CloseCode.UNSUPPORTED_DATA, "chat accepts text messages only")
             return None
         member = session.state
-        if not isinstance(member, Member):
-            return None  # on_connect failed, and that already closed the connection
+        if not isinstance(member, Member) or not member.present:
+            return None  # the connection is closing (or on_connect failed and closed it)
         if message.startswith("//"):
             return self._say(session, member, message[1:])
         if message.startswith("/"):
@@ -185,7 +186,7 @@ class ChatProtocol(Protocol):
         history = await self.hub.history(history_key(room)) if self._history_limit > 0 else []
         if session.closed:
             return
-        member.room = room
+        member.room, member.present = room, True
         topic = room_topic(room)
         self.hub.subscribe(topic, session)
         if history:
@@ -194,6 +195,9 @@ class ChatProtocol(Protocol):
         self.hub.publish(topic, joined, exclude=None if echo_join else session.id)
 
     def _leave(self, session: Session, member: Member) -> None:
+        if not member.present:
+            return
+        member.present = False
         topic = room_topic(member.room)
         self.hub.publish(topic, Outgoing.text(f"* {member.name} left"), exclude=session.id)
         self.hub.unsubscribe(topic, session)

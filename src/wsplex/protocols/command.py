@@ -231,14 +231,14 @@ class CommandProtocol(Protocol):
         command = self.commands.get(request.word.lower())
         if command is None:
             return error(f"unknown command '{request.word}' (try: help)")
-        if request.argument and not command.takes_argument:
-            return error(f"{command.name} takes no argument (usage: {command.usage})")
-        if not request.argument and command.takes_argument:
-            return error(f"usage: {command.usage}")
         if command.privileged:
             refusal = self._refuse_unprivileged(session)
             if refusal is not None:
                 return refusal
+        if request.argument and not command.takes_argument:
+            return error(f"{command.name} takes no argument (usage: {command.usage})")
+        if not request.argument and command.takes_argument:
+            return error(f"usage: {command.usage}")
         return command.handler(session, request.argument)
 
     def _refuse_unprivileged(self, session: Session) -> Reply | None:
