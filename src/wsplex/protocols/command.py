@@ -159,7 +159,8 @@ class Request:
     @classmethod
     def parse(cls, line: str) -> Request:
         stripped = line.strip()
-        as_json = stripped == JSON_FLAG or stripped.endswith((" " + JSON_FLAG, "\t" + JSON_FLAG))
+        words = stripped.rsplit(None, 1)
+        as_json = bool(words) and words[-1] == JSON_FLAG
         if as_json:
             stripped = stripped.removesuffix(JSON_FLAG).rstrip()
         word, *rest = stripped.split(None, 1) or [""]
