@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,6 +222,7 @@ async def test_spoofed_from_is_replaced_by_the_registered_name(client: Client) -
     assert await recv(carol) == ({"from": "alice", "to": "carol", "kind": "x>y"}, "as bob? } >")
     # A service message cannot be put in another's name either.
     await carol.send(dump({"from": "carol", "requests": "temp"}))
+    await whoami(carol)
     await alice.send(dump({"from": "bob", "put": "temp"}, "-1"))
     assert await recv(carol) == ({"from": "alice", "put": "temp"}, "-1")
     listing = await services(bob, "bob")
@@ -268,6 +271,7 @@ async def test_get_answers_from_the_latest_value(client: Client) -> None:
 async def test_get_without_value_is_forwarded_to_the_provider(client: Client) -> None:
     sensor = await client("sensor")
     asker = await client("asker")
+    other = await client("other")
     watcher = await client("watcher")
     await sensor.send('{"from":"sensor","provides":"temp"}')
     await watcher.send('{"from":"watcher","requests":"temp"}')
@@ -275,13 +279,17 @@ async def test_get_without_value_is_forwarded_to_the_provider(client: Client) ->
     await whoami(watcher)
     await asker.send('{"from":"asker","get":"temp","why":"dashboard"}')
     assert await recv_text(sensor) == '{"from":"asker","get":"temp","why":"dashboard"}'
-    # The provider answers with a put: stored, pushed to requesters and to the asker, once.
+    await other.send('{"from":"spoof","get":"temp"}')
+    assert await recv_text(sensor) == '{"from":"other","get":"temp"}'
+    # The provider answers with a put: stored, pushed to requesters and to the askers, once.
     await sensor.send('{"from":"sensor","put":"temp"}>19')
     assert await recv_text(asker) == '{"from":"sensor","put":"temp"}>19'
+    assert await recv_text(other) == '{"from":"sensor","put":"temp"}>19'
     assert await recv_text(watcher) == '{"from":"sensor","put":"temp"}>19'
     await sensor.send('{"from":"sensor","put":"temp"}>20')
     assert await recv_text(watcher) == '{"from":"sensor","put":"temp"}>20'
     await no_more(asker, sensor, "sensor", "asker")  # one answer per get
+    await no_more(other, sensor, "sensor", "other")
 
 
 async def test_forwarded_get_to_a_requester_is_answered_once(client: Client) -> None:
@@ -419,6 +427,7 @@ async def test_services_command(client: Client) -> None:
     dash = await client("dash")
     await sensor.send('{"from":"sensor","provides":["temp","hum"]}')
     await dash.send('{"from":"dash","requests":["temp","wind"]}')
+    await whoami(dash)
     await sensor.send('{"from":"sensor","put":"temp"}>3')
     assert await recv_text(dash) == '{"from":"sensor","put":"temp"}>3'
     listing = await services(dash, "dash")
@@ -518,3 +527,24 @@ async def test_errors_do_not_disturb_other_clients(client: Client) -> None:
         await reply(alice)
     await alice.send('{"from":"alice","to":"bob"}>still here')
     assert await recv(bob) == ({"from": "alice", "to": "bob"}, "still here")
+
+
+async def test_the_readme_session_is_what_the_server_does(client: Client) -> None:
+    """Play the example session in README.md's JSONsvc section, line by line."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### JSONsvc", 1)[1]
+    block = section.split("```\n", 2)[1]
+    steps = [re.match(r"(\w+)([<>])\s+(.*)", line).groups() for line in block.splitlines()]  # type: ignore[union-attr]
+    peers: dict[str, ClientConnection] = {}
+    for (who, arrow, text), after in zip(steps, [*steps[1:], ("", "", "")], strict=True):
+        if who not in peers:
+            peers[who] = await client()
+        if arrow == ">":
+            await peers[who].send(text)
+            if after[:2] != (who, "<"):  # nothing to wait for: make sure it was handled
+                await whoami(peers[who], who)
+            continue
+        got = await recv_text(peers[who])
+        if '"updated":' in text:  # a time: compare the rest
+            got, text = (re.sub(r'"updated":[0-9.]+', '"updated":T', t) for t in (got, text))
+        assert got == text

@@ -40,7 +40,7 @@ from typing import Any, Final
 import orjson
 
 from wsplex.hub.base import ClientInfo
-from wsplex.protocol import HookResult, Protocol
+from wsplex.protocol import Context, HookResult, Protocol
 from wsplex.protocols.jsonsvc_wire import (
     HEADER_LIMIT,
     NAME_LIMIT,
@@ -109,6 +109,12 @@ class JSONsvcProtocol(Protocol):
     name = SERVER_NAME
     description = "Named peers and services: JSON headers, routing by name, latest values pushed."
     help = HELP
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        # Services known to have a value. Values are never deleted, so this only
+        # grows, and it spares each put of a known service a directory read.
+        self._valued: set[str] = set()
 
     def on_connect(self, session: Session) -> HookResult:
         session.state = Peer()
@@ -187,13 +193,20 @@ class JSONsvcProtocol(Protocol):
         record = dump({"message": text, "from": name, "time": time.time()})
         for service in message.put:
             self.hub.subscribe(providers_topic(service), session)
+            first = service not in self._valued and await self.hub.get_value(value_key(service)) is None
             await self.hub.set_value(value_key(service), record)
+            self._valued.add(service)
             self.hub.publish(requesters_topic(service), outgoing)
-            await self._answer_waiting(service, outgoing)
+            if first:
+                await self._answer_waiting(service, outgoing)
 
     async def _answer_waiting(self, service: str, outgoing: Outgoing) -> None:
-        """Clients whose ``get`` went to the provider get this ``put`` once, unless
-        they already got it as requesters."""
+        """Clients whose ``get`` went to the provider get the first ``put`` once, unless
+        they already got it as requesters.
+
+        Only the first ``put`` of a service can have clients waiting: once a value
+        exists, ``get`` answers from it. So the scan of waiting keys is off the hot path.
+        """
         waiting = await self.hub.values(waiting_prefix(service))
         if not waiting:
             return
@@ -207,9 +220,7 @@ class JSONsvcProtocol(Protocol):
         """Answer from the latest value, or forward the request to the service's providers."""
         providers: dict[str, None] = {}  # session ids, each asked once
         for service in message.get:
-            record = await self.hub.get_value(value_key(service))
-            if record is not None:
-                session.send_text(orjson.loads(record)["message"])
+            if await self._answer_from_value(session, service):
                 continue
             found = await self.hub.members(providers_topic(service))
             if not found:
@@ -217,12 +228,24 @@ class JSONsvcProtocol(Protocol):
                 continue
             key = waiting_prefix(service) + session.id
             await self.hub.set_value(key, session.id)
+            # A first put may have landed since the value was read, and missed this key.
+            if await self._answer_from_value(session, service):
+                await self.hub.delete_value(key)
+                continue
             peer.waiting.add(key)
             providers.update(dict.fromkeys(client.id for client in found))
         if providers:
             outgoing = Outgoing.text(with_sender(message, name))
             for session_id in providers:
                 self.hub.send_to(session_id, outgoing)
+
+    async def _answer_from_value(self, session: Session, service: str) -> bool:
+        record = await self.hub.get_value(value_key(service))
+        if record is None:
+            return False
+        self._valued.add(service)
+        session.send_text(orjson.loads(record)["message"])
+        return True
 
     # -- server commands -------------------------------------------------------
 
