@@ -68,7 +68,8 @@ HELP = f"""\
 Every message is a JSON object header, optionally followed by '>' and raw data:
   {{"from":"sensor","put":"temp"}}>21.5
 Header keys:
-  from      your name (required; the first message registers it, 1-{NAME_LIMIT} printable characters)
+  from      your name (required; the first message registers it, 1-{NAME_LIMIT} printable
+            characters; the connection keeps it and later messages go out under it)
   to        a client name (the message goes to that client only), or "JSONsvc"
   provides  service name(s) you offer
   requests  service name(s) to be pushed to you whenever a new value is put
