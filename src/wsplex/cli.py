@@ -228,10 +228,12 @@ async def serve(settings: Settings) -> None:
     from wsplex.server import Server
 
     server = Server(settings)
-    await server.start()
     loop = asyncio.get_running_loop()
+    # Before start(): a signal that arrives as soon as "listening on" is printed
+    # must already mean a graceful shutdown.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_shutdown)
+    await server.start()
     await server.serve_forever()
 
 

@@ -497,7 +497,7 @@ class Server:
         self._session_counter = 0
         self._listener: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
-        self._stopping: asyncio.Event | None = None
+        self._stopping = asyncio.Event()
         self.flusher = _Flusher()
 
     # -- handshake -------------------------------------------------------------
@@ -536,7 +536,6 @@ class Server:
     async def start(self) -> None:
         """Open the listening socket; returns once it accepts connections."""
         loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         await self.hub.start()
         for protocol in self.protocols.values():
             await protocol.start()
@@ -567,12 +566,10 @@ class Server:
 
     def request_shutdown(self) -> None:
         """Ask for a graceful shutdown (signal handlers, ``killserver``)."""
-        if self._stopping is not None:
-            self._stopping.set()
+        self._stopping.set()
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`request_shutdown`, then shut down gracefully."""
-        assert self._stopping is not None
         await self._stopping.wait()
         await self.stop()
 
