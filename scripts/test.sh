@@ -22,7 +22,7 @@ python="${PYTHON:-python3}"
   | grep -v -e 'is ignored: it is neither' -e '^DEPRECATION' || true
 .venv/bin/python -c 'import wsplex, picows, websockets, playwright, redis' # fail early if the install did not work
 
-echo "== ruff"; .venv/bin/ruff check src tests benchmarks
+echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/python -m pytest -q "$@"
 echo "== autobahn (fast profile)"; scripts/autobahn.sh fast
