@@ -25,6 +25,11 @@ WEBSOCKET_PATHS = frozenset({"/", "/ws"})
 
 _WEB = resources.files("wsplex") / "web"
 _NO_STORE = {"Cache-Control": "no-store"}
+#: The console loads only its own files; it may open WebSockets to any host the user types.
+_PAGE_POLICY = (
+    "default-src 'self'; connect-src 'self' ws: wss: http: https:; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,10 @@ class HttpApp:
         return NOT_FOUND
 
     def protocols(self) -> Response:
-        return Response.json({"protocols": self.registry.describe()})
+        """Public by nature; readable cross-origin so a console on one host can ask another."""
+        response = Response.json({"protocols": self.registry.describe()})
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
 
     def healthz(self) -> Response:
         if self.hub.healthy:
@@ -101,4 +109,7 @@ def static_file(name: str) -> Response:
         content_type += "; charset=utf-8"
     # The page must never run stale against a newer server, and the files are
     # small: revalidate every time rather than cache.
-    return Response(HTTPStatus.OK, resource.read_bytes(), content_type, {"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if content_type.startswith("text/html"):
+        headers["Content-Security-Policy"] = _PAGE_POLICY
+    return Response(HTTPStatus.OK, resource.read_bytes(), content_type, headers)

@@ -1,0 +1,371 @@
+"""The browser console at ``/`` (SPEC §6), driven in real headless Chromium.
+
+Chromium comes from Debian's packages (``scripts/test.sh`` installs it);
+Playwright only drives it (its own browser download is not used). Controls
+are found by their visible labels, as a person or a screen reader finds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright, expect
+
+from conftest import ServerFactory, WsplexProcess
+from wsplex.server import Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+#: ``WSPLEX_SCREENSHOT=docs/console.png`` makes the screenshot test write the README's picture.
+SCREENSHOT_ENV = "WSPLEX_SCREENSHOT"
+ALL_PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does it)")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@dataclass
+class Console:
+    """One browser tab on the console, with every console error it printed."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    async def connect(self, protocols: str, expect_chosen: str | None = None, name: str = "") -> None:
+        await self.page.get_by_label("Protocol").fill(protocols)
+        if name:
+            await self.page.get_by_label("Name").fill(name)
+        await self.page.get_by_role("button", name="Connect", exact=True).click()
+        if expect_chosen is not None:
+            await expect(self.page.get_by_test_id("chosen-protocol")).to_have_text(expect_chosen)
+            await expect(self.page.get_by_test_id("state")).to_have_text(re.compile("open"))
+
+    async def send(self, text: str) -> None:
+        await self.page.get_by_label("Message").fill(text)
+        await self.page.get_by_label("Message").press("Enter")
+
+    async def expect_line(self, direction: str, text: str | re.Pattern[str]) -> None:
+        lines = self.page.get_by_role("log").locator(f".line[data-direction={direction}]")
+        await expect(lines.filter(has_text=text).last).to_be_visible()
+
+
+OpenConsole = Callable[[str], Awaitable[Console]]
+
+
+@pytest.fixture
+def open_console(browser: Browser) -> OpenConsole:
+    """Open the console of the server at ``http_url`` in a fresh browser context (its own tab)."""
+
+    async def open_page(http_url: str) -> Console:
+        context = await browser.new_context(viewport={"width": 1000, "height": 760})
+        page = await context.new_page()
+        console = Console(page)
+        page.on("console", lambda m: _record(console, m))
+        page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
+        response = await page.goto(http_url)
+        assert response is not None and response.ok
+        # The picker is filled from /protocols once the page has loaded it.
+        await expect(page.locator("#protocol-choices li").first).to_be_attached()
+        return console
+
+    return open_page
+
+
+def _record(console: Console, message: ConsoleMessage) -> None:
+    if message.type == "error":
+        console.errors.append(message.text)
+
+
+def http_url(server: Server) -> str:
+    return f"http://127.0.0.1:{server.port}/"
+
+
+async def test_page_loads_without_errors_and_files_are_served_right(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=("echo",))
+    console = await open_console(http_url(server))
+    page = console.page
+    await expect(page).to_have_title("wsplex console")
+    await expect(page.get_by_label("Host")).to_have_value(f"ws://127.0.0.1:{server.port}/")
+    for label in ("Protocol", "Name", "Message"):
+        await expect(page.get_by_label(label)).to_be_visible()
+    for button in ("Connect", "Send", "Help"):
+        await expect(page.get_by_role("button", name=button, exact=True)).to_be_visible()
+    await expect(page.get_by_label("echo", exact=True)).not_to_be_checked()
+    await expect(page.get_by_test_id("state")).to_have_text("closed")
+    await expect(page.get_by_role("log")).to_contain_text("press Connect")
+
+    index = await page.request.get(http_url(server))
+    assert index.headers["content-type"] == "text/html; charset=utf-8"
+    assert index.headers["cache-control"] == "no-cache"
+    assert "default-src 'self'" in index.headers["content-security-policy"]
+    for path, kind in (("static/app.js", "javascript; charset=utf-8"), ("static/style.css", "text/css")):
+        response = await page.request.get(http_url(server) + path)
+        assert response.ok, path
+        assert kind in response.headers["content-type"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+    missing = await page.request.get(http_url(server) + "static/nothing.js")
+    assert missing.status == 404
+    assert console.errors == []
+
+
+async def test_echo_shows_round_trip_and_reaches_another_tab(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=("echo",))
+    alice = await open_console(http_url(server))
+    bob = await open_console(http_url(server))
+    await alice.page.get_by_label("echo", exact=True).check()
+    await expect(alice.page.get_by_label("Protocol")).to_have_value("echo")
+    await alice.page.get_by_role("button", name="Connect", exact=True).click()
+    await expect(alice.page.get_by_test_id("chosen-protocol")).to_have_text("echo")
+    await bob.connect("echo", "echo")
+
+    await alice.send("hello from alice")
+    await expect(alice.page.get_by_label("Message")).to_have_value("")
+    await alice.expect_line("sent", "hello from alice")
+    await alice.expect_line("received", re.compile(r"hello from alice\s*round trip [\d.]+ ms"))
+    await bob.expect_line("received", "hello from alice")
+    await expect(bob.page.locator(".line.received .rtt")).to_have_count(0)
+
+    await bob.page.get_by_label("Message").fill("bob clicks")
+    await bob.page.get_by_role("button", name="Send", exact=True).click()
+    await alice.expect_line("received", "bob clicks")
+    times = await alice.page.locator(".line time").all_inner_texts()
+    assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", t) for t in times)
+    assert alice.errors == [] and bob.errors == []
+
+
+#: For each protocol, a message to send and part of the reply it must get.
+FIRST_EXCHANGE = {
+    "echo": ("ping", "ping"),
+    "chat": ("/who", "* "),
+    "command": ("date", re.compile(r"\d{4}-\d\d-\d\d")),
+    "JSONsvc": ('{"from":"tester","to":"JSONsvc","cmd":"whoami"}', '"from":"JSONsvc"'),
+}
+
+
+@pytest.mark.parametrize("protocol", ALL_PROTOCOLS)
+async def test_connects_with_each_protocol(
+    protocol: str, start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    console = await open_console(http_url(server))
+    await console.connect(protocol, protocol)
+    await console.expect_line("notice", f"the server chose {protocol}")
+    message, reply = FIRST_EXCHANGE[protocol]
+    await console.send(message)
+    await console.expect_line("received", reply)
+    await console.page.get_by_role("button", name="Disconnect").click()
+    await expect(console.page.get_by_test_id("state")).to_have_text("closed")
+    await expect(console.page.get_by_test_id("chosen-protocol")).to_have_text("none")
+    await console.expect_line("notice", "Disconnected (1000 normal closure")
+    assert console.errors == []
+
+
+async def test_offer_order_picks_the_protocol(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    console = await open_console(http_url(server))
+    page = console.page
+    await page.get_by_label("command", exact=True).check()
+    await page.get_by_label("echo", exact=True).check()
+    await expect(page.get_by_label("Protocol")).to_have_value("command, echo")
+    await page.get_by_role("button", name="Connect", exact=True).click()
+    await expect(page.get_by_test_id("chosen-protocol")).to_have_text("command")
+    # command offers its command list in the Message box.
+    options = page.locator("#suggestions option")
+    await expect(options.first).to_be_attached()
+    values = [await o.get_attribute("value") for o in await options.all()]
+    assert {"help", "status", "clients --json"} <= set(values)
+    await page.get_by_role("button", name="Disconnect").click()
+
+    await page.get_by_label("command", exact=True).uncheck()
+    await expect(page.get_by_label("Protocol")).to_have_value("echo")
+    await page.get_by_role("button", name="Connect", exact=True).click()
+    await expect(page.get_by_test_id("chosen-protocol")).to_have_text("echo")
+    await expect(page.locator("#suggestions option")).to_have_count(0)
+
+
+async def test_two_pages_chat(start_server: ServerFactory, open_console: OpenConsole) -> None:
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    alice = await open_console(http_url(server))
+    bob = await open_console(http_url(server))
+    await alice.connect("chat", "chat", name="alice")
+    await bob.connect("chat", "chat", name="bob")
+    await alice.send("hello bob")
+    await bob.expect_line("received", "[alice] hello bob")
+    await expect(bob.page.locator(".line.chat-message .speaker").last).to_have_text("[alice]")
+    await bob.send("hi alice")
+    await alice.expect_line("received", "[bob] hi alice")
+    await alice.send("/name bob")  # taken: an error line, shown as one
+    await expect(alice.page.locator(".line.chat-error").last).to_contain_text("! ")
+    await alice.send("/who")
+    await expect(alice.page.locator(".line.chat-notice").last).to_contain_text("bob")
+    assert alice.errors == [] and bob.errors == []
+
+
+async def test_jsonsvc_fields_compose_header_and_data(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    sensor = await open_console(http_url(server))
+    reader = await open_console(http_url(server))
+    await sensor.connect("JSONsvc", "JSONsvc", name="sensor")
+    await reader.connect("JSONsvc", "JSONsvc", name="reader")
+    await expect(sensor.page.get_by_label("From")).to_have_value("sensor")
+    await reader.page.get_by_label("Action").select_option("requests")
+    await reader.page.get_by_label("Value").fill("temp")
+    await expect(reader.page.get_by_label("Message")).to_have_value('{"from":"reader","requests":"temp"}')
+    await reader.page.get_by_label("Message").press("Enter")
+    await reader.expect_line("sent", '"requests":"temp"')
+
+    await sensor.page.get_by_label("Action").select_option("put")
+    await sensor.page.get_by_label("Value").fill("temp")
+    await sensor.page.get_by_label("Data").fill("21.5")
+    await expect(sensor.page.get_by_label("Message")).to_have_value('{"from":"sensor","put":"temp"}>21.5')
+    await sensor.page.get_by_role("button", name="Send", exact=True).click()
+    await reader.expect_line("received", '{"from":"sensor","put":"temp"}>21.5')
+    await expect(reader.page.locator(".line.jsonsvc .data").last).to_have_text("21.5")
+
+
+async def test_help_lists_every_protocol(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    console = await open_console(http_url(server))
+    page = console.page
+    await page.get_by_label("Protocol").fill("chat, echo")
+    await page.get_by_role("button", name="Help").click()
+    help_panel = page.locator("#help-panel")
+    await expect(help_panel).to_be_visible()
+    for entry in server.registry.describe():
+        await expect(help_panel.get_by_role("heading", name=entry["name"], exact=True)).to_be_visible()
+        await expect(help_panel).to_contain_text(entry["description"])
+        for help_line in entry["help"].splitlines():
+            await expect(help_panel).to_contain_text(help_line)
+    await expect(help_panel).to_contain_text(
+        f'new WebSocket("ws://127.0.0.1:{server.port}/", ["chat","echo"])'
+    )
+    await page.get_by_role("button", name="Help").click()
+    await expect(help_panel).to_be_hidden()
+
+
+async def test_refused_protocol_is_explained(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=("echo",))
+    console = await open_console(http_url(server))
+    await console.connect("nosuch, other")
+    await console.expect_line(
+        "notice",
+        "The server refused the connection: it does not speak the protocol(s) you offered "
+        "(nosuch, other). It speaks: echo.",
+    )
+    await expect(console.page.get_by_test_id("state")).to_have_text("closed")
+    await expect(console.page.get_by_role("button", name="Connect", exact=True)).to_be_visible()
+    # Offering nothing is refused too, and said so.
+    await console.connect("")
+    await console.expect_line("notice", "you offered no protocol. It speaks: echo.")
+
+
+async def test_bad_host_and_no_server_are_explained(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=("echo",))
+    console = await open_console(http_url(server))
+    await console.page.get_by_label("Host").fill("ftp://example.invalid/")
+    await console.connect("echo")
+    await console.expect_line("notice", "is not a WebSocket address")
+    with socket_closed_port() as port:
+        await console.page.get_by_label("Host").fill(f"127.0.0.1:{port}")
+        await console.connect("echo")
+        await console.expect_line("notice", f"Could not connect to ws://127.0.0.1:{port}/: no WebSocket server")
+
+
+class socket_closed_port:
+    """A port nobody listens on, held bound (not listening) so no other test takes it."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+async def test_close_code_is_explained(
+    start_server: ServerFactory, open_console: OpenConsole
+) -> None:
+    server = await start_server(protocols=("echo",), max_message_size=64)
+    console = await open_console(http_url(server))
+    await console.connect("echo", "echo")
+    await console.send("x" * 200)
+    await console.expect_line("notice", "The server closed the connection: 1009 message too big")
+    await expect(console.page.get_by_test_id("state")).to_have_text("closed")
+
+
+async def test_server_shutdown_is_shown(
+    spawn: Callable[..., WsplexProcess], open_console: OpenConsole
+) -> None:
+    server = spawn("--protocols", "echo")
+    console = await open_console(server.http + "/")
+    await console.connect("echo", "echo")
+    await asyncio.to_thread(server.stop)
+    await console.expect_line(
+        "notice",
+        'The server closed the connection: 1001 going away: the server is shutting down or restarting, '
+        'reason: "server shutting down"',
+    )
+    await expect(console.page.get_by_test_id("state")).to_have_text("closed")
+    await expect(console.page.get_by_test_id("chosen-protocol")).to_have_text("none")
+
+
+async def test_screenshot(
+    start_server: ServerFactory, open_console: OpenConsole, tmp_path: Path
+) -> None:
+    """The README's picture: two people chatting, seen from one of them."""
+    server = await start_server(protocols=ALL_PROTOCOLS)
+    alice = await open_console(http_url(server))
+    bob = await open_console(http_url(server))
+    await alice.page.get_by_label("chat", exact=True).check()
+    await alice.page.get_by_label("echo", exact=True).check()
+    await alice.connect("chat, echo", "chat", name="alice")
+    await bob.connect("chat", "chat", name="bob")
+    await alice.expect_line("received", "* bob joined")
+    await bob.send("hi alice, is the new server up?")
+    await alice.expect_line("received", "[bob] hi alice")
+    await alice.send("yes: one port, four protocols")
+    await bob.expect_line("received", "[alice] yes")
+    await alice.send("/who")
+    await expect(alice.page.locator(".line.chat-notice")).not_to_have_count(0)
+    target = tmp_path / "console.png"
+    try:
+        await alice.page.screenshot(path=str(target), full_page=True)
+    except Error as exc:  # pragma: no cover - a broken browser is a failure, said plainly
+        pytest.fail(f"screenshot failed: {exc}")
+    assert target.stat().st_size > 10_000
+    if os.environ.get(SCREENSHOT_ENV):
+        shutil.copyfile(target, os.environ[SCREENSHOT_ENV])
