@@ -123,6 +123,8 @@ async def test_page_loads_without_errors_and_files_are_served_right(
         assert response.ok, path
         assert kind in response.headers["content-type"]
         assert response.headers["x-content-type-options"] == "nosniff"
+    table = await page.request.get(http_url(server) + "protocols")
+    assert table.headers["access-control-allow-origin"] == "*"  # a console elsewhere may ask
     missing = await page.request.get(http_url(server) + "static/nothing.js")
     assert missing.status == 404
     assert console.errors == []

@@ -46,9 +46,9 @@ class Response:
         return cls(status, text.encode(), headers=headers)
 
     @classmethod
-    def json(cls, payload: object, status: HTTPStatus = HTTPStatus.OK) -> Response:
+    def json(cls, payload: object, status: HTTPStatus = HTTPStatus.OK, **headers: str) -> Response:
         body = json.dumps(payload, indent=2).encode() + b"\n"
-        return cls(status, body, "application/json", dict(_NO_STORE))
+        return cls(status, body, "application/json", {**_NO_STORE, **headers})
 
 
 NOT_FOUND = Response.text(HTTPStatus.NOT_FOUND, "404 Not Found\n")
@@ -84,9 +84,8 @@ class HttpApp:
 
     def protocols(self) -> Response:
         """Public by nature; readable cross-origin so a console on one host can ask another."""
-        response = Response.json({"protocols": self.registry.describe()})
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+        payload = {"protocols": self.registry.describe()}
+        return Response.json(payload, HTTPStatus.OK, **{"Access-Control-Allow-Origin": "*"})
 
     def healthz(self) -> Response:
         if self.hub.healthy:
