@@ -208,7 +208,7 @@ function connect() {
 function disconnect() {
   if (!socket) return;
   attempt.byUser = true;
-  setState("closing");
+  setState("closing", socket.protocol);
   socket.close(1000, "bye");
 }
 
