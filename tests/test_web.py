@@ -94,6 +94,20 @@ def _record(console: Console, message: ConsoleMessage) -> None:
         console.errors.append(message.text)
 
 
+async def expect_controls_findable(page: Page, connected: bool) -> None:
+    """Each control is the only match for its name, even by substring (Playwright's default).
+
+    "Connect" is a substring of "Disconnect", so only one of the two is shown at a time.
+    """
+    for label in ("Host", "Protocol", "Name", "Message"):
+        await expect(page.get_by_label(label)).to_have_count(1)
+    shown = "Disconnect" if connected else "Connect"
+    for button in (shown, "Send", "Help"):
+        await expect(page.get_by_role("button", name=button)).to_have_count(1)
+        await expect(page.get_by_role("button", name=button)).to_have_text(button)
+    await expect(page.get_by_role("log")).to_have_count(1)
+
+
 def http_url(server: Server) -> str:
     return f"http://127.0.0.1:{server.port}/"
 
@@ -106,10 +120,7 @@ async def test_page_loads_without_errors_and_files_are_served_right(
     page = console.page
     await expect(page).to_have_title("wsplex console")
     await expect(page.get_by_label("Host")).to_have_value(f"ws://127.0.0.1:{server.port}/")
-    for label in ("Protocol", "Name", "Message"):
-        await expect(page.get_by_label(label)).to_be_visible()
-    for button in ("Connect", "Send", "Help"):
-        await expect(page.get_by_role("button", name=button, exact=True)).to_be_visible()
+    await expect_controls_findable(page, connected=False)
     await expect(page.get_by_label("echo", exact=True)).not_to_be_checked()
     await expect(page.get_by_test_id("state")).to_have_text("closed")
     await expect(page.get_by_role("log")).to_contain_text("press Connect")
@@ -243,6 +254,7 @@ async def test_jsonsvc_fields_compose_header_and_data(
     await sensor.connect("JSONsvc", "JSONsvc", name="sensor")
     await reader.connect("JSONsvc", "JSONsvc", name="reader")
     await expect(sensor.page.get_by_label("From")).to_have_value("sensor")
+    await expect_controls_findable(sensor.page, connected=True)
     await reader.page.get_by_label("Action").select_option("requests")
     await reader.page.get_by_label("Value").fill("temp")
     await expect(reader.page.get_by_label("Message")).to_have_value('{"from":"reader","requests":"temp"}')
@@ -315,6 +327,19 @@ async def test_bad_host_and_no_server_are_explained(
         await console.expect_line(
             "notice", f"Could not connect to ws://127.0.0.1:{port}/: no WebSocket server answered"
         )
+
+
+async def test_sending_before_connecting(start_server: ServerFactory, open_console: OpenConsole) -> None:
+    server = await start_server(protocols=("echo",))
+    console = await open_console(http_url(server))
+    await console.send("too soon")
+    await console.expect_line("notice", "Not connected: press Connect first.")
+    # Typed right after Connect, before the handshake is surely done: sent once open.
+    await console.connect("echo")
+    await console.send("hasty")
+    await console.expect_line("received", re.compile(r"hasty\s*round trip"))
+    log = console.page.get_by_role("log")
+    await expect(log.locator(".line").filter(has_text="Not sent")).to_have_count(0)
 
 
 async def test_close_code_is_explained(

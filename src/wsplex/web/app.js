@@ -195,7 +195,7 @@ function connect() {
   }
   ws.binaryType = "arraybuffer";
   socket = ws;
-  attempt = { url, offer, opened: false, byUser: false };
+  attempt = { url, offer, opened: false, byUser: false, waiting: [] };
   const current = attempt;
   echoPending = [];
   setState("connecting");
@@ -218,6 +218,7 @@ function opened(ws, current) {
   setState("open", ws.protocol);
   notice(`Connected: the server chose ${ws.protocol || "no protocol"}.`);
   useProtocol(ws.protocol);
+  for (const text of current.waiting.splice(0)) transmit(text);
 }
 
 function closed(ws, current, event) {
@@ -225,6 +226,7 @@ function closed(ws, current, event) {
   socket = null;
   setState("closed");
   useProtocol("");
+  if (current.waiting.length) notice(`Not sent, the connection never opened: ${current.waiting.join(" / ")}`, "error");
   if (!current.opened) {
     if (current.byUser) notice("Connection attempt cancelled.");
     else explainRefusal(current);
@@ -287,18 +289,27 @@ function useProtocol(protocol) {
 
 function send() {
   const text = ui.message.value;
+  if (socket && socket.readyState === WebSocket.CONNECTING && text !== "") {
+    attempt.waiting.push(text);  // typed before the handshake finished: send it on open
+    ui.message.value = "";
+    return;
+  }
   if (!socket || socket.readyState !== WebSocket.OPEN) {
     notice("Not connected: press Connect first.", "error");
     return;
   }
   if (text === "") return;
+  transmit(text);
+  ui.message.value = "";
+}
+
+function transmit(text) {
   socket.send(text);
   if (socket.protocol === "echo") {
     echoPending.push({ text, at: performance.now() });
     if (echoPending.length > 1000) echoPending.shift();
   }
   line("sent", document.createTextNode(text));
-  ui.message.value = "";
 }
 
 function received(data) {
