@@ -44,10 +44,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 @dataclass
 class Console:
-    """One browser tab on the console, with every console error it printed."""
+    """One browser tab on the console, with every console error it printed and every URL it asked for."""
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
 
     async def connect(self, protocols: str, expect_chosen: str | None = None, name: str = "") -> None:
         await self.page.get_by_label("Protocol").fill(protocols)
@@ -80,6 +81,7 @@ def open_console(browser: Browser) -> OpenConsole:
         console = Console(page)
         page.on("console", lambda m: _record(console, m))
         page.on("pageerror", lambda exc: console.errors.append(f"page error: {exc}"))
+        page.on("request", lambda request: console.requests.append(request.url))
         response = await page.goto(http_url)
         assert response is not None and response.ok
         # The picker is filled from /protocols once the page has loaded it.
@@ -139,6 +141,10 @@ async def test_page_loads_without_errors_and_files_are_served_right(
     missing = await page.request.get(http_url(server) + "static/nothing.js")
     assert missing.status == 404
     assert console.errors == []
+    # Works with no network: everything the page loads comes from the server itself.
+    origin = http_url(server)
+    assert console.requests[0] == origin
+    assert all(url.startswith(origin) for url in console.requests), console.requests
 
 
 async def test_echo_shows_round_trip_and_reaches_another_tab(
