@@ -8,6 +8,7 @@ are found by their visible labels, as a person or a screen reader finds them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
-from conftest import ServerFactory, WsplexProcess
+from conftest import ServerFactory, WsplexProcess, ws_url
 from wsplex.server import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -357,6 +360,26 @@ async def test_close_code_is_explained(
     await console.send("x" * 200)
     await console.expect_line("notice", "The server closed the connection: 1009 message too big")
     await expect(console.page.get_by_test_id("state")).to_have_text("closed")
+
+
+async def test_kick_is_explained(start_server: ServerFactory, open_console: OpenConsole) -> None:
+    """An operator kicks the page from the command protocol: 1008 with its reason, in words."""
+    server = await start_server(protocols=ALL_PROTOCOLS, admin_token="s3cret")
+    console = await open_console(http_url(server))
+    await console.connect("chat", "chat", name="victim")
+    async with connect(ws_url(server), subprotocols=[Subprotocol("command")]) as operator:
+        await operator.send("auth s3cret")
+        assert (await operator.recv()).startswith("ok")
+        await operator.send("clients --json")
+        clients = json.loads(await operator.recv())["clients"]
+        victim = next(c["id"] for c in clients if c["name"] == "victim")
+        await operator.send(f"kick {victim}")
+        assert (await operator.recv()).startswith("ok")
+    await console.expect_line(
+        "notice",
+        'The server closed the connection: 1008 policy violation: the server closed this connection '
+        'on purpose, reason: "kicked"',
+    )
 
 
 async def test_server_shutdown_is_shown(
