@@ -297,6 +297,8 @@ async def test_help_lists_every_protocol(
     await expect(help_panel).to_contain_text(
         f'new WebSocket("ws://127.0.0.1:{server.port}/", ["chat","echo"])'
     )
+    await page.get_by_label("command", exact=True).check()  # the example follows the form
+    await expect(help_panel).to_contain_text('["chat","echo","command"]')
     await page.get_by_role("button", name="Help").click()
     await expect(help_panel).to_be_hidden()
 

@@ -70,6 +70,7 @@ function offeredProtocols() {
 function setOffered(names) {
   ui.protocol.value = names.join(", ");
   syncChoices();
+  if (!ui.helpPanel.hidden) renderHelp();
 }
 
 /** Tick the boxes and number them to match the text field (the field is the truth). */
@@ -104,11 +105,10 @@ function renderHelp() {
   if (table.length === 0) {
     ui.helpProtocols.replaceChildren(element("p", "The protocol list could not be loaded from /protocols.", "error"));
   } else {
-    ui.helpProtocols.replaceChildren(...table.flatMap((entry) => {
-      const section = document.createElement("section");
-      section.className = "protocol-help";
+    ui.helpProtocols.replaceChildren(...table.map((entry) => {
+      const section = element("section", "", "protocol-help");
       section.append(element("h3", entry.name), element("p", entry.description), element("pre", entry.help));
-      return [section];
+      return section;
     }));
   }
   const offer = offeredProtocols();
@@ -451,6 +451,9 @@ function start() {
   ui.help.addEventListener("click", toggleHelp);
   ui.clear.addEventListener("click", () => ui.log.replaceChildren());
   ui.protocol.addEventListener("input", syncChoices);
+  for (const field of [ui.protocol, ui.host, ui.name]) {
+    field.addEventListener("input", () => { if (!ui.helpPanel.hidden) renderHelp(); });  // keep the JS example current
+  }
   for (const field of [ui.jsFrom, ui.jsTo, ui.jsKey, ui.jsValue, ui.jsData]) field.addEventListener("input", composeJsonsvc);
   setState("closed");
   useProtocol("");
