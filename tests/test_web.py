@@ -106,6 +106,7 @@ async def expect_controls_findable(page: Page, connected: bool) -> None:
     """
     for label in ("Host", "Protocol", "Name", "Message"):
         await expect(page.get_by_label(label)).to_have_count(1)
+        await expect(page.get_by_role("textbox", name=label)).to_have_count(1)
     shown = "Disconnect" if connected else "Connect"
     for button in (shown, "Send", "Help"):
         await expect(page.get_by_role("button", name=button)).to_have_count(1)
@@ -222,18 +223,22 @@ async def test_offer_order_picks_the_protocol(
     await expect(page.get_by_label("Protocol")).to_have_value("command, echo")
     await page.get_by_role("button", name="Connect", exact=True).click()
     await expect(page.get_by_test_id("chosen-protocol")).to_have_text("command")
-    # command offers its command list in the Message box.
-    options = page.locator("#suggestions option")
-    await expect(options.first).to_be_attached()
-    values = [await o.get_attribute("value") for o in await options.all()]
-    assert {"help", "status", "clients --json"} <= set(values)
+    # command offers its command list; picking one fills the Message box.
+    shortcuts = page.get_by_label("Shortcuts")
+    await expect(shortcuts).to_be_visible()
+    values = await shortcuts.locator("option").all_inner_texts()
+    assert {"help", "status", "clients --json", "killserver"} <= set(values)
+    await shortcuts.select_option("clients --json")
+    await expect(page.get_by_label("Message")).to_be_focused()
+    await page.get_by_label("Message").press("Enter")
+    await console.expect_line("received", '"clients"')
     await page.get_by_role("button", name="Disconnect").click()
 
     await page.get_by_label("command", exact=True).uncheck()
     await expect(page.get_by_label("Protocol")).to_have_value("echo")
     await page.get_by_role("button", name="Connect", exact=True).click()
     await expect(page.get_by_test_id("chosen-protocol")).to_have_text("echo")
-    await expect(page.locator("#suggestions option")).to_have_count(0)
+    await expect(page.get_by_label("Shortcuts")).to_be_hidden()
 
 
 async def test_two_pages_chat(start_server: ServerFactory, open_console: OpenConsole) -> None:
@@ -242,6 +247,7 @@ async def test_two_pages_chat(start_server: ServerFactory, open_console: OpenCon
     bob = await open_console(http_url(server))
     await alice.connect("chat", "chat", name="alice")
     await bob.connect("chat", "chat", name="bob")
+    await expect_controls_findable(alice.page, connected=True)
     await alice.send("hello bob")
     await bob.expect_line("received", "[alice] hello bob")
     await expect(bob.page.locator(".line.chat-message .speaker").last).to_have_text("[alice]")
@@ -418,6 +424,9 @@ async def test_screenshot(
     await bob.expect_line("received", "[alice] yes")
     await alice.send("/who")
     await expect(alice.page.locator(".line.chat-notice")).not_to_have_count(0)
+    # Tall enough for the whole page: no scrolling, so the sticky status bar sits at the top.
+    await alice.page.set_viewport_size({"width": 1000, "height": 860})
+    await alice.page.evaluate("window.scrollTo(0, 0)")
     target = tmp_path / "console.png"
     await alice.page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000

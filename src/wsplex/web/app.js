@@ -11,7 +11,7 @@ const ui = {
   connectForm: $("connect-form"), connect: $("connect"), disconnect: $("disconnect"),
   help: $("help"), clear: $("clear"), helpPanel: $("help-panel"), helpProtocols: $("help-protocols"),
   helpJs: $("help-js"), log: $("log"), sendForm: $("send-form"), message: $("message"),
-  messageHint: $("message-hint"), suggestions: $("suggestions"), state: $("state"), chosen: $("chosen"),
+  messageHint: $("message-hint"), shortcutsRow: $("shortcuts-row"), shortcuts: $("shortcuts"), state: $("state"), chosen: $("chosen"),
   compose: $("jsonsvc-compose"), jsFrom: $("js-from"), jsTo: $("js-to"), jsKey: $("js-key"),
   jsValue: $("js-value"), jsData: $("js-data"),
 };
@@ -35,13 +35,14 @@ const CLOSE_CODES = {
   1015: "TLS handshake failed",
 };
 
-/** Suggestions offered in the Message box, per protocol (SPEC §3, §4, §5). */
-const SUGGESTIONS = {
+/**
+ * The commands of each protocol (SPEC §3, §4), offered in Shortcuts; picking one puts it in
+ * the Message box. A trailing space means it takes an argument.
+ */
+const SHORTCUTS = {
   chat: ["/who", "/rooms", "/help", "/join ", "/name "],
   command: ["help", "date", "time", "status", "status --json", "protocols", "protocols --json",
     "clients", "clients --json", "auth ", "kick ", "broadcast ", "killserver"],
-  JSONsvc: ['{"from":"me","to":"JSONsvc","cmd":"help"}', '{"from":"me","to":"JSONsvc","cmd":"clients"}',
-    '{"from":"me","to":"JSONsvc","cmd":"services"}', '{"from":"me","to":"JSONsvc","cmd":"whoami"}'],
 };
 
 const HINTS = {
@@ -275,9 +276,11 @@ function setState(state, protocol = "") {
 
 /** Fit the message box to the protocol the server chose. */
 function useProtocol(protocol) {
-  ui.suggestions.replaceChildren(...(SUGGESTIONS[protocol] || []).map((value) => Object.assign(document.createElement("option"), { value })));
-  if (SUGGESTIONS[protocol]) ui.message.setAttribute("list", "suggestions");
-  else ui.message.removeAttribute("list");
+  // A <select>, not a <datalist>: the Message box stays a plain textbox for assistive tech.
+  const shortcuts = SHORTCUTS[protocol] || [];
+  ui.shortcuts.replaceChildren(element("option", "choose a command…"),
+    ...shortcuts.map((value) => Object.assign(document.createElement("option"), { value, textContent: value.trim() })));
+  ui.shortcutsRow.hidden = shortcuts.length === 0;
   ui.messageHint.textContent = protocol
     ? HINTS[protocol] || `Connected with ${protocol}: type a message and press Enter.`
     : "Connect first, then type and press Enter.";
@@ -451,6 +454,11 @@ function start() {
   ui.help.addEventListener("click", toggleHelp);
   ui.clear.addEventListener("click", () => ui.log.replaceChildren());
   ui.protocol.addEventListener("input", syncChoices);
+  ui.shortcuts.addEventListener("change", () => {
+    if (ui.shortcuts.selectedIndex > 0) ui.message.value = ui.shortcuts.value;
+    ui.shortcuts.selectedIndex = 0;
+    ui.message.focus();
+  });
   for (const field of [ui.protocol, ui.host, ui.name]) {
     field.addEventListener("input", () => { if (!ui.helpPanel.hidden) renderHelp(); });  // keep the JS example current
   }
