@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -404,6 +405,15 @@ async def test_server_shutdown_is_shown(
     )
     await expect(console.page.get_by_test_id("state")).to_have_text("closed")
     await expect(console.page.get_by_test_id("chosen-protocol")).to_have_text("none")
+
+
+async def test_server_crash_is_shown(spawn: Callable[..., WsplexProcess], open_console: OpenConsole) -> None:
+    server = spawn("--protocols", "echo")
+    console = await open_console(server.http + "/")
+    await console.connect("echo", "echo")
+    await asyncio.to_thread(server.stop, signal.SIGKILL)  # no close frame: the TCP connection just ends
+    await console.expect_line("notice", "The connection dropped: 1006 connection lost")
+    await expect(console.page.get_by_test_id("state")).to_have_text("closed")
 
 
 async def test_screenshot(

@@ -210,7 +210,7 @@ function disconnect() {
   if (!socket) return;
   attempt.byUser = true;
   setState("closing", socket.protocol);
-  socket.close(1000, "bye");
+  socket.close(1000, "closed by the user");
 }
 
 function opened(ws, current) {
@@ -233,6 +233,8 @@ function closed(ws, current, event) {
     else explainRefusal(current);
   } else if (current.byUser) {
     notice(`Disconnected (${describeClose(event)}).`);
+  } else if (event.code === 1006) {
+    notice(`The connection dropped: ${describeClose(event)}.`, "error");  // no close frame came
   } else {
     notice(`The server closed the connection: ${describeClose(event)}.`, "error");
   }
