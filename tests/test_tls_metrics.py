@@ -1,0 +1,113 @@
+"""TLS on the WebSocket port (``wss://`` and ``https://``) and ``GET /metrics`` (SPEC §1, §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from conftest import ServerFactory, ws_url
+from rawclient import RawClient
+
+ECHO = [websockets.Subprotocol("echo")]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def client_context(cert: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(cert))
+    return context
+
+
+async def http_get(port: int, path: str, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    client = await RawClient.connect(port, tls)
+    await client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    response = await client.read_response()
+    client.close()
+    return response.status, response.body
+
+
+async def test_wss_and_https_on_one_port(start_server: ServerFactory, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server = await start_server(protocols=("echo",), tls_cert=str(cert), tls_key=str(key))
+    tls = client_context(cert)
+    url = f"wss://127.0.0.1:{server.port}/"
+    async with connect(url, subprotocols=ECHO, ssl=tls) as ws:
+        assert ws.subprotocol == "echo"
+        await ws.send("over tls")
+        assert await asyncio.wait_for(ws.recv(), 5) == "over tls"
+        await ws.send(b"\x00" * 100_000)
+        assert await asyncio.wait_for(ws.recv(), 5) == b"\x00" * 100_000
+    status, body = await http_get(server.port, "/healthz", tls)
+    assert status == 200 and b'"ok"' in body
+
+
+async def test_plain_connection_to_tls_port_fails_cleanly(
+    start_server: ServerFactory, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    server = await start_server(protocols=("echo",), tls_cert=str(cert), tls_key=str(key))
+    with pytest.raises((InvalidStatus, OSError, websockets.exceptions.InvalidMessage)):
+        await connect(ws_url(server), subprotocols=ECHO, open_timeout=5)
+    async with connect(f"wss://127.0.0.1:{server.port}/", subprotocols=ECHO,
+                       ssl=client_context(cert)) as ws:
+        await ws.send("bystander")
+        assert await ws.recv() == "bystander"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_count_what_happened(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("echo",), origins=("https://ok.example",))
+    url = ws_url(server)
+    async with connect(url, subprotocols=ECHO) as ws:
+        await ws.send("hello")
+        await ws.recv()
+        status, body = await http_get(server.port, "/metrics")
+        assert status == 200
+        now = samples(body.decode())
+        assert now[("wsplex_connections", (("protocol", "echo"),))] == 1
+    with pytest.raises(InvalidStatus):
+        await connect(url, subprotocols=ECHO, origin=websockets.Origin("https://bad.example"))
+    with pytest.raises(InvalidStatus):
+        await connect(url, subprotocols=[websockets.Subprotocol("nope")])
+    client = await RawClient.connect(server.port)
+    await client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await client.read_response()
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    after = samples(response.body.decode())
+    assert after[("wsplex_connections", (("protocol", "echo"),))] == 0
+    assert after[("wsplex_connections_accepted_total", ())] == 1
+    assert after[("wsplex_messages_received_total", ())] == 1
+    assert after[("wsplex_messages_sent_total", ())] == 1
+    assert after[("wsplex_received_bytes_total", ())] == 5
+    assert after[("wsplex_sent_bytes_total", ())] == 7  # 2 bytes of frame header
+    assert after[("wsplex_handshake_refusals_total", (("reason", "origin"),))] == 1
+    assert after[("wsplex_handshake_refusals_total", (("reason", "protocol"),))] == 1
+    assert after[("wsplex_closes_total", (("code", "1000"),))] == 1
+    assert after[("wsplex_slow_consumer_drops_total", ())] == 0
