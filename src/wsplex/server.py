@@ -245,8 +245,6 @@ class Connection(WSListener):
         self.offered = offered
         self.assembler = MessageAssembler(server.settings.max_message_size)
         self.transport: WSTransport | None = None
-        #: The socket's own transport: our frames bypass the guard, which is for picows' writes.
-        self.out: asyncio.Transport | None = None
         self.guard: _GuardedTransport | None = None
         self.out: asyncio.Transport | None = None  # the socket's transport, not picows' view of it
         self.pending: list[bytes] | None = None
