@@ -10,7 +10,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conftest import ServerFactory, ws_url
-from rawclient import RawClient, frame, handshake_request
+from rawws import RawClient, frame_bytes, upgrade_request
+from test_bad_input import upgraded
 from wsplex.close import CloseCode
 from wsplex.limits import ConnectionCounter, MessageRate, Refusal, header_size, origin_allowed
 from wsplex.wire import Opcode
@@ -105,12 +106,12 @@ async def test_total_limit_refuses_with_503(start_server: ServerFactory) -> None
 async def test_slot_released_when_picows_refuses_after_us(start_server: ServerFactory) -> None:
     """A request we accept but picows then refuses (no key) must not leak its slot."""
     server = await start_server(protocols=("echo",), max_connections=1)
-    client = await RawClient.connect(server.port)
-    request = handshake_request(server.port).replace(b"Sec-WebSocket-Key", b"X-Not-A-Key")
-    await client.send(request)
+    client = await RawClient.open(server.port)
+    request = upgrade_request(server.port, ["echo"]).replace(b"Sec-WebSocket-Key", b"X-Not-A-Key")
+    client.send(request)
     assert (await client.read_response()).status == 400
-    await client.expect_eof()
-    client.close()
+    assert await client.at_eof()
+    await client.close()
     await echo_round_trip(ws_url(server))
 
 
@@ -119,26 +120,26 @@ async def test_slot_released_when_picows_refuses_after_us(start_server: ServerFa
 
 async def test_message_flood_closes_with_1008(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",), max_messages_per_second=20)
-    client = await RawClient.upgraded(server.port)
-    await client.send(b"".join(frame(Opcode.TEXT, b"x") for _ in range(200)))
-    close = await client.read_until_close()
+    client = await upgraded(server.port)
+    client.send(b"".join(frame_bytes(Opcode.TEXT, b"x") for _ in range(200)))
+    close = (await client.recv_until_close())[1]
     assert close.close_code == CloseCode.POLICY_VIOLATION
     assert close.close_reason == "more than 20 messages per second"
-    client.close()
+    await client.close()
     await echo_round_trip(ws_url(server))
 
 
 async def test_ping_flood_counts_as_messages(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",), max_messages_per_second=20)
-    client = await RawClient.upgraded(server.port)
-    await client.send(b"".join(frame(Opcode.PING, b"p") for _ in range(200)))
+    client = await upgraded(server.port)
+    client.send(b"".join(frame_bytes(Opcode.PING, b"p") for _ in range(200)))
     pongs = 0
-    while (received := await client.read_frame()).opcode == Opcode.PONG:
+    while (received := await client.recv_frame()).opcode == Opcode.PONG:
         assert received.payload == b"p"
         pongs += 1
     assert received.opcode == Opcode.CLOSE and received.close_code == CloseCode.POLICY_VIOLATION
     assert pongs == 20
-    client.close()
+    await client.close()
 
 
 async def test_normal_traffic_is_not_limited(start_server: ServerFactory) -> None:
@@ -154,44 +155,44 @@ async def test_normal_traffic_is_not_limited(start_server: ServerFactory) -> Non
 
 async def test_slowloris_gets_408_and_is_dropped(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",), handshake_timeout=0.5)
-    client = await RawClient.connect(server.port)
-    request = handshake_request(server.port)
-    await client.send(request[:20])  # and never the rest
+    client = await RawClient.open(server.port)
+    request = upgrade_request(server.port, ["echo"])
+    client.send(request[:20])  # and never the rest
     response = await client.read_response()
     assert response.status == 408
     assert b"handshake not completed within 0.5 s" in response.body
-    await client.expect_eof()
+    assert await client.at_eof()
     assert server.stats.refusals[Refusal.HANDSHAKE_TIMEOUT] == 1
     await echo_round_trip(ws_url(server))
 
 
 async def test_idle_tcp_connection_is_dropped(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",), handshake_timeout=0.3)
-    client = await RawClient.connect(server.port)
+    client = await RawClient.open(server.port)
     assert (await client.read_response()).status == 408
-    await client.expect_eof()
+    assert await client.at_eof()
 
 
 async def test_headers_over_the_limit_get_431(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",), max_header_size=1024)
-    client = await RawClient.connect(server.port)
-    await client.send(handshake_request(server.port, extra=f"X-Big: {'a' * 1100}\r\n"))
+    client = await RawClient.open(server.port)
+    client.send(upgrade_request(server.port, ["echo"], extra_headers=f"X-Big: {'a' * 1100}\r\n"))
     response = await client.read_response()
     assert response.status == 431
     assert b"request headers larger than 1024 bytes" in response.body
-    client.close()
+    await client.close()
     assert server.stats.refusals[Refusal.HEADER_SIZE] == 1
     await echo_round_trip(ws_url(server))
 
 
 async def test_headers_over_picows_cap_get_431(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo",))
-    client = await RawClient.connect(server.port)
-    await client.send(handshake_request(server.port, extra=f"X-Big: {'a' * 17000}\r\n"))
+    client = await RawClient.open(server.port)
+    client.send(upgrade_request(server.port, ["echo"], extra_headers=f"X-Big: {'a' * 17000}\r\n"))
     response = await client.read_response()
     assert response.status == 431
     assert b"larger than 16384 bytes" in response.body
-    await client.expect_eof()
+    assert await client.at_eof()
     assert server.stats.refusals[Refusal.HEADER_SIZE] == 1
     await echo_round_trip(ws_url(server))
 
@@ -221,13 +222,14 @@ async def test_unread_pongs_are_capped(start_server: ServerFactory) -> None:
     """A client that pings and never reads its pongs is a slow consumer too."""
     server = await start_server(protocols=("echo",), max_send_buffer=64 * 1024, close_timeout=30.0,
                                 max_messages_per_second=10_000_000)
-    client = await RawClient.upgraded(server.port)
-    pings = frame(Opcode.PING, b"x" * 125) * 100
+    client = await upgraded(server.port)
+    pings = frame_bytes(Opcode.PING, b"x" * 125) * 100
     for _ in range(5000):  # up to 63 MB of pongs; the kernel buffers hold a few MB
         if server.stats.slow_consumer_drops:
             break
-        await client.send(pings)
+        client.send(pings)
+        await client.writer.drain()
     assert server.stats.slow_consumer_drops == 1
-    close = await client.read_until_close()
+    close = (await client.recv_until_close())[1]
     assert close.close_code == CloseCode.POLICY_VIOLATION and close.close_reason == "slow consumer"
-    client.close()
+    await client.close()

@@ -16,7 +16,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import WsplexProcess
-from rawclient import RawClient, handshake_request
+from rawws import RawClient, upgrade_request
 from test_tls_metrics import http_get, samples
 from wsplex.close import CloseCode
 
@@ -45,8 +45,8 @@ async def test_never_reader_is_dropped_and_memory_stays_bounded(
 ) -> None:
     server = spawn("--protocols", "echo", "--max-send-buffer", str(CAP))
     rss = psutil.Process(server.proc.pid).memory_info
-    never_reader = await RawClient.connect(server.port)
-    await never_reader.send(handshake_request(server.port))
+    never_reader = await RawClient.open(server.port)
+    never_reader.send(upgrade_request(server.port, ["echo"]))
     assert (await never_reader.read_response()).status == 101
     url = server.url
     async with connect(url, subprotocols=ECHO, max_size=None) as sender, \
@@ -74,8 +74,8 @@ async def test_never_reader_is_dropped_and_memory_stays_bounded(
         assert await bystander.recv() == "still here"
 
     # The never-reader finally reads: the flood it could take, then the close.
-    close = await never_reader.read_until_close()
+    close = (await never_reader.recv_until_close())[1]
     assert close.close_code == CloseCode.POLICY_VIOLATION
     assert close.close_reason == "slow consumer"
-    never_reader.close()
+    await never_reader.close()
     assert any("slow consumer" in line for line in server.lines) or server.read_until("slow consumer")

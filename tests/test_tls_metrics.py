@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from conftest import ServerFactory, ws_url
-from rawclient import RawClient
+from rawws import RawClient
 
 ECHO = [websockets.Subprotocol("echo")]
 
@@ -39,10 +39,10 @@ def client_context(cert: Path) -> ssl.SSLContext:
 
 
 async def http_get(port: int, path: str, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
-    client = await RawClient.connect(port, tls)
-    await client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    client = await RawClient.open(port, tls)
+    client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     response = await client.read_response()
-    client.close()
+    await client.close()
     return response.status, response.body
 
 
@@ -96,8 +96,8 @@ async def test_metrics_count_what_happened(start_server: ServerFactory) -> None:
         await connect(url, subprotocols=ECHO, origin=websockets.Origin("https://bad.example"))
     with pytest.raises(InvalidStatus):
         await connect(url, subprotocols=[websockets.Subprotocol("nope")])
-    client = await RawClient.connect(server.port)
-    await client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    client = await RawClient.open(server.port)
+    client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     response = await client.read_response()
     assert response.headers["content-type"].startswith("text/plain; version=")
     after = samples(response.body.decode())
