@@ -14,10 +14,14 @@ import itertools
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets import Subprotocol
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as sync_connect
 
 from conftest import WsplexProcess
 from rawws import frame_bytes, upgrade_request
@@ -214,3 +218,75 @@ def test_live_server_survives_random_frames(
     assert live_server.proc.poll() is None
 
 
+
+
+# -- every protocol's parser, through a live server -------------------------------
+
+COMMAND_WORDS = ["help", "date", "time", "status", "protocols", "clients", "auth", "kick",
+                 "broadcast", "killserver", "--json", "/name", "/nick", "/join", "/who", "/rooms",
+                 "/help", "//", "/"]
+JSON_BITS = ['{"from":"a"}', '{"from":"a","to":"JSONsvc","cmd":"help"}', '{"from":', "{", "}",
+             '"put":"t"', '"get":"t"', '"to":"b"', ">", "<", "[1,2]", "null", "NaN", "1e999", "\\u0000"]
+protocol_lines = st.one_of(
+    st.text(max_size=80),
+    st.lists(st.sampled_from(COMMAND_WORDS + JSON_BITS) | st.text(max_size=8), max_size=6).map(" ".join),
+    st.lists(st.sampled_from(JSON_BITS) | st.text(max_size=4), max_size=8).map("".join),
+)
+
+
+@given(st.text(max_size=60))
+def test_command_request_parse(line: str) -> None:
+    from wsplex.protocols.command import JSON_FLAG, Request
+
+    request = Request.parse(line)
+    assert request.word == request.word.strip() and not any(c.isspace() for c in request.word)
+    assert request.argument == request.argument.strip()
+    assert request.as_json == (line.split()[-1:] == [JSON_FLAG])
+
+
+class LiveSessions:
+    """One server with every protocol and one connection per protocol, reopened when closed."""
+
+    def __init__(self, server: WsplexProcess) -> None:
+        self.server = server
+        self.sockets: dict[str, Any] = {}
+        self.stack = contextlib.ExitStack()  # the connections die with the server process
+
+    def session(self, protocol: str) -> Any:
+        ws = self.sockets.get(protocol)
+        if ws is None:
+            ws = self.stack.enter_context(
+                sync_connect(self.server.url, subprotocols=[Subprotocol(protocol)], open_timeout=10)
+            )
+            if protocol == "JSONsvc":
+                ws.send('{"from":"fuzzer","to":"JSONsvc","cmd":"whoami"}')
+                ws.recv(timeout=10)
+            self.sockets[protocol] = ws
+        return ws
+
+    def send(self, protocol: str, line: str) -> None:
+        ws = self.session(protocol)
+        try:
+            ws.send(line)
+            with contextlib.suppress(TimeoutError):
+                while True:  # read the replies, so the server never sees a slow consumer
+                    ws.recv(timeout=0.05)
+            ws.ping().wait(10) or pytest.fail(f"{protocol}: no pong after {line!r}")
+        except ConnectionClosed as closed:
+            self.sockets.pop(protocol)
+            code = closed.rcvd.code if closed.rcvd else None
+            assert code != CloseCode.INTERNAL_ERROR, f"{protocol} crashed on {line!r}: {closed}"
+
+
+_sessions: LiveSessions | None = None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["chat", "command", "JSONsvc"]), protocol_lines)
+def test_protocols_survive_any_line(spawn: Callable[..., WsplexProcess], protocol: str, line: str) -> None:
+    """Any text to any protocol: replies or a deliberate close, never a crash (1011)."""
+    global _sessions
+    if _sessions is None or _sessions.server.proc.poll() is not None:
+        _sessions = LiveSessions(spawn())
+    _sessions.send(protocol, line)
+    assert _sessions.server.proc.poll() is None
