@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as sync_connect
 
-from conftest import ServerFactory, ws_url
+from conftest import ServerFactory, WsplexProcess, ws_url
 from rawws import RawClient
 
 ECHO = [websockets.Subprotocol("echo")]
@@ -111,3 +113,40 @@ async def test_metrics_count_what_happened(start_server: ServerFactory) -> None:
     assert after[("wsplex_handshake_refusals_total", (("reason", "protocol"),))] == 1
     assert after[("wsplex_closes_total", (("code", "1000"),))] == 1
     assert after[("wsplex_slow_consumer_drops_total", ())] == 0
+
+
+def test_cli_serves_tls_with_an_origin_list(
+    spawn: Callable[..., WsplexProcess], certificate: tuple[Path, Path]
+) -> None:
+    """The flags as a user types them: --tls-cert, --tls-key, --origin, --max-header-size."""
+    cert, key = certificate
+    server = spawn("--protocols", "echo", "--tls-cert", str(cert), "--tls-key", str(key),
+                   "--origin", "https://*.example.com", "--max-header-size", "2k")
+    url = f"wss://127.0.0.1:{server.port}/"
+    tls = client_context(cert)
+    with sync_connect(url, subprotocols=ECHO, ssl=tls,
+                      origin=websockets.Origin("https://app.example.com")) as ws:
+        ws.send("tls")
+        assert ws.recv(timeout=5) == "tls"
+    with pytest.raises(InvalidStatus) as refused:
+        sync_connect(url, subprotocols=ECHO, ssl=tls, origin=websockets.Origin("https://example.net"))
+    assert refused.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as refused:
+        sync_connect(url, subprotocols=ECHO, ssl=tls, additional_headers={"X-Big": "a" * 3000})
+    assert refused.value.response.status_code == 431
+
+
+async def test_plain_http_obeys_the_header_limit(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("echo",), max_header_size=512)
+    client = await RawClient.open(server.port)
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 600 + b"\r\n\r\n")
+    assert (await client.read_response()).status == 431
+    await client.close()
+
+
+def test_max_header_size_flag_is_bounded_by_picows() -> None:
+    from wsplex.cli import settings_from_args
+
+    assert settings_from_args(["--max-header-size", "8k"]).max_header_size == 8192
+    with pytest.raises(SystemExit):
+        settings_from_args(["--max-header-size", "32k"])
