@@ -159,6 +159,7 @@ class Soak:
         self.totals = Totals()
         self.clients: list[ChatClient] = []
         self.started = time.monotonic()
+        self.samples: list[float] = []  # RSS at each report during the traffic phase
 
     async def connect_one(self) -> None:
         loop = asyncio.get_running_loop()
@@ -206,7 +207,7 @@ class Soak:
                 client.send(f"soak message {tick} from a client in {client.room}")
             if loop.time() >= next_report:
                 next_report += self.args.interval
-                self.report("traffic")
+                self.samples.append(self.report("traffic"))
 
     def churn(self) -> None:
         random.shuffle(self.clients)
@@ -230,6 +231,11 @@ class Soak:
         print(f"\nRSS: idle {idle:.1f} MiB, after ramp-up {after_ramp:.1f} MiB, "
               f"end of churn {peak:.1f} MiB, settled {end:.1f} MiB "
               f"({growth:+.1f} MiB, {100 * growth / after_ramp:+.1f}% since the ramp-up)")
+        if len(self.samples) >= 4:
+            # The first minutes warm up allocator pools and tables; a leak keeps growing after.
+            half = self.samples[len(self.samples) // 2]
+            print(f"RSS over the second half of the churn: {half:.1f} -> {end:.1f} MiB "
+                  f"({end - half:+.1f} MiB)")
         print(f"connections opened {self.totals.opened}, refused {self.totals.refused}, "
               f"messages sent {self.totals.sent}, problems {self.totals.errors or 'none'}")
         return 0
