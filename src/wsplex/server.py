@@ -12,7 +12,7 @@ What lives here:
   handshake (RFC 6455 §7), keepalive pings;
 * :class:`Server`: start, keepalive sweep, graceful shutdown with 1001.
 
-Two picows behaviours are worked around here, and only here:
+Three picows behaviours are worked around here, and only here:
 
 * picows parses one frame ahead. When the *next* frame breaks a wire rule it
   sends its own close frame before delivering the *current* one, so the
