@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from conftest import ServerFactory, ws_url
 from rawws import RawClient, close_payload, frame_bytes, upgrade_request
 from wsplex.close import CloseCode
+from wsplex.limits import Refusal
 from wsplex.server import Server
 from wsplex.wire import Opcode
 
@@ -80,6 +81,10 @@ async def test_bad_http_gets_a_status(server: Server, bystander: ClientConnectio
     assert response.body.strip(), "every refusal says why"
     assert await client.at_eof()
     await still_chatting(bystander)
+    reason = {400: Refusal.BAD_REQUEST, 431: Refusal.HEADER_SIZE, 404: None}[status]
+    assert sum(server.stats.refusals.values()) == (reason is not None)
+    if reason is not None:
+        assert server.stats.refusals[reason] == 1
 
 
 @pytest.mark.parametrize(

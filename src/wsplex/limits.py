@@ -29,6 +29,7 @@ from http import HTTPStatus
 class Refusal(StrEnum):
     """Why a handshake was refused: the ``reason`` label of ``/metrics`` refusals."""
 
+    BAD_REQUEST = "bad_request"  # malformed HTTP, refused by picows with 400
     PATH = "path"
     PROTOCOL = "protocol"
     VERSION = "version"

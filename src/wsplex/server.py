@@ -511,13 +511,15 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
     and uses the "parser error" message to hold picows' early close frame.
     """
 
-    __slots__ = ("_server", "connection", "guard", "peer")
+    __slots__ = ("_server", "accounted", "connection", "guard", "peer")
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self.peer: Any = None
         self.connection: Connection | None = None
         self.guard: _GuardedTransport | None = None
+        #: The handshake's outcome has been counted (an answer of ours, a timeout, oversize headers).
+        self.accounted = False
         settings = server.settings
         super().__init__(
             None, None, False,  # host+port and path: client-side only
@@ -539,14 +541,20 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self.connection is not None:
+        connection = self.connection
+        if connection is not None:
             # Accepted by Server.answer but never upgraded (picows refused the
             # request after us): on_ws_disconnected will not run, so release here.
-            self.connection.release()
+            connection.release()
+        never_upgraded = connection is None or connection.transport is None
+        if never_upgraded and not self.accounted and self.guard is not None and self.guard.wrote:
+            # picows answered 400 itself: a malformed request, before or after Server.answer.
+            self._server.stats.refusals[Refusal.BAD_REQUEST] += 1
 
     def _handshake_timeout_callback(self) -> None:
         """picows' handshake timeout fired: answer 408 before it drops the client."""
         if self.guard is not None and not self.guard.wrote:
+            self.accounted = True
             self._server.stats.refusals[Refusal.HANDSHAKE_TIMEOUT] += 1
             self.guard.unanswered = self._server.timed_out
             log.debug("handshake timeout for %s", format_peer(self.peer))
@@ -554,6 +562,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         answer = self._server.answer(request, self.peer)
+        self.accounted = not isinstance(answer, Connection)
         if isinstance(answer, Connection):
             self.connection = answer
             answer.guard = self.guard
@@ -579,6 +588,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def info(self, msg: str, *args: Any) -> None:
         if msg.startswith("Disconnect because HTTP request violated max_size"):
+            self.accounted = True
             self._server.stats.refusals[Refusal.HEADER_SIZE] += 1
         _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
 
