@@ -43,7 +43,7 @@ async def metric(port: int, name: str) -> float:
 async def test_never_reader_is_dropped_and_memory_stays_bounded(
     spawn: Callable[..., WsplexProcess],
 ) -> None:
-    server = spawn("--protocols", "echo", "--max-send-buffer", str(CAP))
+    server = spawn("--protocols", "echo", "--max-send-buffer", str(CAP), "--max-message-size", "128k")
     rss = psutil.Process(server.proc.pid).memory_info
     never_reader = await RawClient.open(server.port)
     never_reader.send(upgrade_request(server.port, ["echo"]))
