@@ -220,7 +220,8 @@ async def test_origin_allow_list(start_server: ServerFactory) -> None:
 
 async def test_unread_pongs_are_capped(start_server: ServerFactory) -> None:
     """A client that pings and never reads its pongs is a slow consumer too."""
-    server = await start_server(protocols=("echo",), max_send_buffer=64 * 1024, close_timeout=30.0,
+    server = await start_server(protocols=("echo",), max_send_buffer=32 * 1024, max_message_size=8192,
+                                close_timeout=30.0,
                                 max_messages_per_second=10_000_000)
     client = await upgraded(server.port)
     pings = frame_bytes(Opcode.PING, b"x" * 125) * 100
