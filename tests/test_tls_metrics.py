@@ -16,7 +16,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 from conftest import ServerFactory, WsplexProcess, ws_url
-from rawws import RawClient
+from rawws import RawClient, frame_bytes, upgrade_request
+from wsplex.wire import Opcode
 
 ECHO = [websockets.Subprotocol("echo")]
 
@@ -59,6 +60,14 @@ async def test_wss_and_https_on_one_port(start_server: ServerFactory, certificat
         assert await asyncio.wait_for(ws.recv(), 5) == "over tls"
         await ws.send(b"\x00" * 100_000)
         assert await asyncio.wait_for(ws.recv(), 5) == b"\x00" * 100_000
+        raw = await RawClient.open(server.port, tls)  # several frames in one write: writelines()
+        raw.send(upgrade_request(server.port, ["echo"]))
+        assert (await raw.read_response()).status == 101
+        raw.send(b"".join(frame_bytes(Opcode.TEXT, str(i).encode()) for i in range(20)))
+        assert [(await raw.recv_frame()).payload for _ in range(20)] == [str(i).encode() for i in range(20)]
+        for i in range(20):
+            assert await asyncio.wait_for(ws.recv(), 5) == str(i)
+        await raw.close()
     status, body = await http_get(server.port, "/healthz", tls)
     assert status == 200 and b'"ok"' in body
 
@@ -128,6 +137,9 @@ def test_cli_serves_tls_with_an_origin_list(
                       origin=websockets.Origin("https://app.example.com")) as ws:
         ws.send("tls")
         assert ws.recv(timeout=5) == "tls"
+        for i in range(50):  # echoes coalesce into one writelines() on uvloop's TLS transport
+            ws.send(str(i))
+        assert [ws.recv(timeout=5) for _ in range(50)] == [str(i) for i in range(50)]
     with pytest.raises(InvalidStatus) as refused:
         sync_connect(url, subprotocols=ECHO, ssl=tls, origin=websockets.Origin("https://example.net"))
     assert refused.value.response.status_code == 403
