@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -57,6 +58,26 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return struct.pack("!H", code) + reason.encode()
 
 
+def upgrade_request(
+    port: int, protocols: list[str] | None = None, path: str = "/", extra_headers: str = ""
+) -> bytes:
+    """A valid upgrade request (RFC 6455 §4.1) that tests can then break on purpose."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    offer = f"Sec-WebSocket-Protocol: {', '.join(protocols)}\r\n" if protocols else ""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{offer}{extra_headers}\r\n".encode()
+    )
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
 class RawClient:
     """One TCP connection speaking hand-built WebSocket frames."""
 
@@ -70,17 +91,28 @@ class RawClient:
         cls, port: int, protocols: list[str] | None = None, path: str = "/",
         extra_headers: str = "",
     ) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
-        key = base64.b64encode(os.urandom(16)).decode()
-        offer = f"Sec-WebSocket-Protocol: {', '.join(protocols)}\r\n" if protocols else ""
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{offer}{extra_headers}\r\n".encode()
-        )
-        client.response_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        client = await cls.open(port)
+        client.send(upgrade_request(port, protocols, path, extra_headers))
+        client.response_head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 10)
         return client
+
+    @classmethod
+    async def open(cls, port: int, tls: ssl.SSLContext | None = None) -> RawClient:
+        """A bare TCP (or TLS) connection: the test writes the request itself."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+        return cls(reader, writer)
+
+    async def read_response(self, timeout: float = 10) -> HttpResponse:
+        """An HTTP response: its head, and its body when it has a Content-Length."""
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in filter(None, lines):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), timeout) if length else b""
+        return HttpResponse(int(status_line.split()[1]), headers, body)
 
     @property
     def status(self) -> int:

@@ -80,6 +80,14 @@ def positive(text: str) -> int:
     return value
 
 
+def header_limit(text: str) -> int:
+    """A ``--max-header-size``: picows refuses anything above 16 KiB on its own."""
+    value = size(text)
+    if not 256 <= value <= 16 * 1024:
+        raise argparse.ArgumentTypeError(f"must be between 256 and 16k bytes, not {value}")
+    return value
+
+
 def protocol_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
@@ -142,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="messages per second per connection; more close it with 1008")
     limits.add_argument("--handshake-timeout", type=seconds, default=10.0, metavar="S",
                         help="seconds a client has to complete the HTTP upgrade")
+    limits.add_argument("--max-header-size", type=header_limit, default=16 * 1024, metavar="BYTES",
+                        help="largest request line plus headers, at most 16k (the WebSocket "
+                        "library's own cap); bigger requests get HTTP 431")
     limits.add_argument("--max-send-buffer", type=size, default=4 << 20, metavar="BYTES",
                         help="bytes queued for one client before it is closed as a slow consumer")
 
@@ -202,6 +213,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         max_connections_per_ip=args.max_connections_per_ip,
         max_messages_per_second=args.max_messages_per_second,
         handshake_timeout=args.handshake_timeout,
+        max_header_size=args.max_header_size,
         max_send_buffer=args.max_send_buffer,
         origins=tuple(args.origin),
         tls_cert=args.tls_cert,

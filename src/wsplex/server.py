@@ -12,7 +12,7 @@ What lives here:
   handshake (RFC 6455 §7), keepalive pings;
 * :class:`Server`: start, keepalive sweep, graceful shutdown with 1001.
 
-Two picows behaviours are worked around here, and only here:
+Three picows behaviours are worked around here, and only here:
 
 * picows parses one frame ahead. When the *next* frame breaks a wire rule it
   sends its own close frame before delivering the *current* one, so the
@@ -24,6 +24,17 @@ Two picows behaviours are worked around here, and only here:
   frame until the current frame has been handled, then sends or drops it.
 * picows' ``send_close()`` without a code sends code 0, so close frames are
   built by :func:`wsplex.wire.encode_frame` instead.
+* picows caps request headers at 16 KiB and closes an oversize request, or one
+  that times out, without a word. Before the upgrade those are the only two
+  ways it closes without writing a response, so the guard writes one first:
+  431 for the headers, 408 when the handshake timeout fired.
+
+Limits (SPEC §8, :mod:`wsplex.limits`): connections are counted at the
+handshake and released once when they go; messages and pings per second are
+counted per connection; a connection whose send buffer passes
+the send-buffer cap is a slow consumer and is closed with 1008. Pings are
+answered here rather than by picows, so pongs are coalesced with other frames,
+count towards the rate and towards the send-buffer cap.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from http import HTTPStatus
@@ -56,6 +68,8 @@ from wsplex.config import Settings
 from wsplex.http import WEBSOCKET_PATHS, HttpApp, Response
 from wsplex.hub.base import Hub, protocol_topic
 from wsplex.hub.memory import MemoryHub
+from wsplex.limits import ConnectionCounter, MessageRate, Refusal, Refused, header_size, origin_allowed
+from wsplex.metrics import MetricsEndpoint
 from wsplex.protocol import Context, Protocol
 from wsplex.registry import ProtocolRegistry, parse_offer
 from wsplex.session import Session
@@ -69,17 +83,40 @@ _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PONG = WSMsgType.PONG
+_PING = WSMsgType.PING
 
 #: picows starts each read buffer at 16 KiB; it grows on demand, so start small
 #: and keep idle connections cheap (picows' own floor is 2 KiB).
 _READ_BUFFER = 2048
 _PING_FRAME = encode_frame(Opcode.PING, b"")
 _EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+#: picows' own, fixed cap on the request line and headers.
+PICOWS_MAX_HEADER_SIZE = 16 * 1024
+#: asyncio's and uvloop's default high-water mark for a transport's write buffer.
+_DEFAULT_HIGH_WATER = 64 * 1024
 
 
 def close_frame(code: int, reason: str) -> bytes:
     """A close frame with a code and a reason cut to fit (RFC 6455 §5.5.1)."""
     return encode_frame(Opcode.CLOSE, struct.pack("!H", code) + truncate_reason(reason).encode())
+
+
+def raw_response(status: HTTPStatus, text: str) -> bytes:
+    """A complete plain-text HTTP response, for the cases picows does not answer."""
+    body = (text + "\n").encode()
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def client_address(peer: Any) -> str:
+    """The host part of a peer address: what per-address limits count."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "unknown")
 
 
 def format_peer(peer: Any) -> str:
@@ -121,15 +158,19 @@ class _GuardedTransport:
     After the connection has sent its close, nothing more goes out: not even the
     pong picows would send for a ping that follows (RFC 6455 §5.5.1: a close frame
     is the last frame an endpoint sends).
+    Before the upgrade, ``unanswered`` is what to write if picows closes
+    without having written anything (see the module docstring).
     """
 
-    __slots__ = ("connection", "held", "hold", "real")
+    __slots__ = ("connection", "held", "hold", "real", "unanswered", "wrote")
 
-    def __init__(self, real: asyncio.Transport) -> None:
+    def __init__(self, real: asyncio.Transport, unanswered: bytes) -> None:
         self.real = real
         self.hold = False
         self.held: bytes | None = None
         self.connection: Connection | None = None
+        self.unanswered = unanswered
+        self.wrote = False
 
     def get_write_buffer_size(self) -> int:
         # Non-zero sends picows through ``write`` below instead of its direct send().
@@ -138,6 +179,7 @@ class _GuardedTransport:
         return self.real.get_write_buffer_size()
 
     def write(self, data: bytes) -> None:
+        self.wrote = True
         if self.hold:
             if self.held is None:
                 self.held = bytes(data)
@@ -149,6 +191,9 @@ class _GuardedTransport:
         return self.real.get_extra_info(name, default)
 
     def close(self) -> None:
+        if not self.wrote:
+            self.wrote = True
+            self.real.write(self.unanswered)
         self.real.close()
 
     def abort(self) -> None:
@@ -168,6 +213,8 @@ class Connection(WSListener):
 
     __slots__ = (
         "_close_timer",
+        "address",
+        "admitted",
         "assembler",
         "close_code",
         "close_reason",
@@ -176,9 +223,11 @@ class Connection(WSListener):
         "guard",
         "offered",
         "out",
+        "paused",
         "pending",
         "ping_sent_at",
         "protocol",
+        "rate",
         "server",
         "session",
         "transport",
@@ -186,9 +235,11 @@ class Connection(WSListener):
 
     def __init__(
         self, server: Server, protocol: Protocol, session_id: str, remote: str,
-        query: dict[str, str], offered: list[str],
+        query: dict[str, str], offered: list[str], address: str,
     ) -> None:
         self.server = server
+        self.address = address
+        self.admitted = True  # counted by ``server.counter`` until :meth:`release`
         self.protocol = protocol
         self.session = Session(session_id, protocol.name, remote, self, query)
         self.offered = offered
@@ -203,6 +254,8 @@ class Connection(WSListener):
         self.close_reason = ""
         self.ping_sent_at: float | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.rate = MessageRate(server.settings.max_messages_per_second, 0.0)
 
     # -- picows callbacks ----------------------------------------------------
 
@@ -214,6 +267,10 @@ class Connection(WSListener):
         transport.request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
         server = self.server
         session = self.session
+        self.rate.window_start = asyncio.get_running_loop().time()
+        cap = server.send_buffer_cap
+        if cap < _DEFAULT_HIGH_WATER:  # pause_writing must come no later than the cap
+            self.out.set_write_buffer_limits(high=cap)
         server.connections.add(self)
         server.hub.attach(session)
         server.hub.subscribe(protocol_topic(session.protocol), session)
@@ -243,6 +300,7 @@ class Connection(WSListener):
             self._close_timer.cancel()
         self.pending = None
         session.closed = True
+        self.release()
         server.connections.discard(self)
         server.stats.connections[session.protocol] -= 1
         server.stats.closes[self.close_code] += 1
@@ -250,11 +308,19 @@ class Connection(WSListener):
         session.run(self.protocol.on_disconnect, self.close_code)
         session.run(server.hub.detach)
 
+    def release(self) -> None:
+        """Give back the connection slot taken at the handshake, exactly once."""
+        if self.admitted:
+            self.admitted = False
+            self.server.counter.release(self.address)
+
     def pause_writing(self) -> None:
-        """The kernel and transport buffers are full; ``flush`` checks the cap."""
+        """The transport buffers past its high-water mark: ``flush`` now checks the cap."""
+        self.paused = True
 
     def resume_writing(self) -> None:
-        """Nothing to do: frames are only queued, never awaited."""
+        """The buffer drained below the low-water mark: the peer reads again."""
+        self.paused = False
 
     # -- incoming ------------------------------------------------------------
 
@@ -270,13 +336,26 @@ class Connection(WSListener):
             stats.bytes_in += len(payload)
             message = self.assembler.feed(msg_type.value, frame.fin, payload)
             if message is not None:
+                self._count_message()
                 stats.messages_in += 1
                 self.session.run(self.protocol.on_message, message)
         elif msg_type is _CLOSE:
             self._receive_close(frame.get_payload_as_bytes())
         elif msg_type is _PONG:
             self.ping_sent_at = None
-        # PING is answered by picows itself (enable_auto_pong).
+        elif msg_type is _PING:
+            self._count_message()
+            if not (self.close_sent or self.close_received):
+                self._queue(encode_frame(Opcode.PONG, frame.get_payload_as_bytes()))  # RFC 6455 §5.5.3
+
+    def _count_message(self) -> None:
+        """SPEC §8: at most ``max_messages_per_second`` messages and pings per second."""
+        rate = self.rate
+        rate.count += 1
+        if rate.count > rate.limit and rate.exceeded(asyncio.get_running_loop().time()):
+            raise ProtocolViolation(
+                CloseCode.POLICY_VIOLATION, f"more than {rate.limit} messages per second"
+            )
 
     def _receive_close(self, payload: bytes) -> None:
         if self.close_received:
@@ -299,6 +378,9 @@ class Connection(WSListener):
         stats = self.server.stats
         stats.messages_out += 1
         stats.bytes_out += len(frame)
+        self._queue(frame)
+
+    def _queue(self, frame: bytes) -> None:
         if self.pending is None:
             self.pending = [frame]
             self.server.flusher.mark(self)
@@ -315,12 +397,21 @@ class Connection(WSListener):
             real.write(frames[0])
         else:
             real.writelines(frames)
-        if real.get_write_buffer_size() > self.server.send_buffer_cap:
-            self.server.stats.slow_consumer_drops += 1
-            log.warning("closing %s: send buffer over %d bytes (slow consumer)",
-                        self.session, self.server.send_buffer_cap)
-            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
-            real.abort()
+        if self.paused and real.get_write_buffer_size() > self.server.send_buffer_cap:
+            self._drop_slow_consumer()
+
+    def _drop_slow_consumer(self) -> None:
+        """SPEC §8: past the cap, stop queueing and close with 1008.
+
+        The close frame goes after what is already buffered, so a peer that is
+        slow rather than gone still learns why; one that never reads is aborted
+        after ``close_timeout``. From here on nothing more is queued, so the
+        buffer stays at most the cap plus one loop turn of frames and the close.
+        """
+        self.server.stats.slow_consumer_drops += 1
+        log.warning("closing %s: more than %d bytes waiting to be sent (slow consumer)",
+                    self.session, self.server.send_buffer_cap)
+        self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2); drop TCP if the peer never answers."""
@@ -330,12 +421,22 @@ class Connection(WSListener):
         self.session.closed = True
         self._send_close(code, reason)
         loop = asyncio.get_running_loop()
-        self._close_timer = loop.call_later(self.server.settings.close_timeout, self._disconnect)
+        self._close_timer = loop.call_later(self.server.settings.close_timeout, self._close_timed_out)
 
     def fail(self, code: int, reason: str) -> None:
-        """Fail the connection for a wire error (RFC 6455 §7.1.7)."""
+        """Fail the connection for a wire error (RFC 6455 §7.1.7).
+
+        The close frame is followed by a FIN at once: nothing more is coming
+        from us, and the peer need not answer. Reading goes on (and is discarded)
+        until the peer hangs up, so unread input never turns our FIN into a
+        reset that could destroy the close frame. TLS cannot half-close: there
+        the peer's close frame or ``close_timeout`` ends it.
+        """
         log.debug("failing %s: %d %s", self.session, code, reason)
         self.close(code, reason)
+        out = self.out
+        if out is not None and out.can_write_eof() and not out.is_closing():
+            out.write_eof()
 
     def _send_close(self, code: int, reason: str) -> None:
         self.flush()
@@ -345,6 +446,19 @@ class Connection(WSListener):
 
     def _disconnect(self) -> None:
         if self.transport is not None:
+            self.transport.disconnect()
+
+    def _close_timed_out(self) -> None:
+        """No close frame came back in time (RFC 6455 §7.1.1): drop TCP.
+
+        If the peer has not even read what was sent, a graceful close would wait
+        for it forever, holding the buffer: abort instead.
+        """
+        if self.transport is None or self.out is None:
+            return
+        if self.out.get_write_buffer_size() > 0:
+            self.out.abort()
+        else:
             self.transport.disconnect()
 
     # -- picows parse-ahead workaround ---------------------------------------
@@ -397,13 +511,15 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
     and uses the "parser error" message to hold picows' early close frame.
     """
 
-    __slots__ = ("_server", "connection", "guard", "peer")
+    __slots__ = ("_server", "accounted", "connection", "guard", "peer")
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self.peer: Any = None
         self.connection: Connection | None = None
         self.guard: _GuardedTransport | None = None
+        #: The handshake's outcome has been counted (an answer of ours, a timeout, oversize headers).
+        self.accounted = False
         settings = server.settings
         super().__init__(
             None, None, False,  # host+port and path: client-side only
@@ -412,7 +528,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
             True,  # disconnect on exception
             settings.handshake_timeout,
             False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,  # keepalive is ours
-            True,  # answer pings
+            False,  # pings are answered by Connection, see the module docstring
             settings.max_message_size,  # a frame can never be bigger than a message
             None,
             _READ_BUFFER,
@@ -420,11 +536,33 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer = transport.get_extra_info("peername")
-        self.guard = _GuardedTransport(cast(asyncio.Transport, transport))
+        self.guard = _GuardedTransport(cast(asyncio.Transport, transport), self._server.too_large)
         super().connection_made(self.guard)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        connection = self.connection
+        if connection is not None:
+            # Accepted by Server.answer but never upgraded (picows refused the
+            # request after us): on_ws_disconnected will not run, so release here.
+            connection.release()
+        never_upgraded = connection is None or connection.transport is None
+        if never_upgraded and not self.accounted and self.guard is not None and self.guard.wrote:
+            # picows answered 400 itself: a malformed request, before or after Server.answer.
+            self._server.stats.refusals[Refusal.BAD_REQUEST] += 1
+
+    def _handshake_timeout_callback(self) -> None:
+        """picows' handshake timeout fired: answer 408 before it drops the client."""
+        if self.guard is not None and not self.guard.wrote:
+            self.accounted = True
+            self._server.stats.refusals[Refusal.HANDSHAKE_TIMEOUT] += 1
+            self.guard.unanswered = self._server.timed_out
+            log.debug("handshake timeout for %s", format_peer(self.peer))
+        super()._handshake_timeout_callback()
+
     def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
-        answer = self._server.answer(request, format_peer(self.peer))
+        answer = self._server.answer(request, self.peer)
+        self.accounted = not isinstance(answer, Connection)
         if isinstance(answer, Connection):
             self.connection = answer
             answer.guard = self.guard
@@ -449,6 +587,9 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         _picows_log.debug(msg, *args)
 
     def info(self, msg: str, *args: Any) -> None:
+        if msg.startswith("Disconnect because HTTP request violated max_size"):
+            self.accounted = True
+            self._server.stats.refusals[Refusal.HEADER_SIZE] += 1
         _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
 
     def warning(self, msg: str, *args: Any) -> None:
@@ -474,9 +615,32 @@ def _picows_response(answer: Response) -> Any:
     return WSUpgradeResponse.create_ok_response(answer.body, headers)
 
 
-def _refusal(status: HTTPStatus, text: str, reason: str, stats: Stats) -> Response:
+def _refusal(status: HTTPStatus, text: str, reason: Refusal, stats: Stats) -> Response:
     stats.refusals[reason] += 1
     return Response.text(status, text + "\n")
+
+
+def _normalise_connection_header(headers: Any) -> None:
+    """Let ``Connection: keep-alive, Upgrade`` (Firefox) through picows' exact-match check.
+
+    RFC 6455 §4.2.1 asks for a Connection header that *includes* the token
+    "Upgrade"; picows accepts only the exact value. Without the token picows
+    still refuses with 400.
+    """
+    value = headers.get("Connection", "")
+    if value.lower() != "upgrade" and "upgrade" in (t.strip().lower() for t in value.split(",")):
+        headers["Connection"] = "upgrade"
+
+
+def _refused(refused: Refused, stats: Stats) -> Response:
+    return _refusal(refused.status, refused.text, refused.reason, stats)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server-side TLS for ``wss://`` and ``https://`` on the one port (SPEC §8)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class Server:
@@ -490,10 +654,16 @@ class Server:
         self.registry = ProtocolRegistry.build(settings.protocols, settings.protocol_modules)
         self.context = Context(settings, self.hub, self.stats, self.registry, self.request_shutdown)
         self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
-        self.http = HttpApp(self.registry, self.hub)
+        self.http = HttpApp(self.registry, self.hub, MetricsEndpoint(self.stats, tuple(self.registry.names)))
         self.connections: set[Connection] = set()
         # One message of the largest allowed size always fits, whatever the flag says.
         self.send_buffer_cap = max(settings.max_send_buffer, 2 * settings.max_message_size)
+        self.counter = ConnectionCounter(settings.max_connections, settings.max_connections_per_ip)
+        header_limit = min(settings.max_header_size, PICOWS_MAX_HEADER_SIZE)
+        self.too_large = raw_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                      f"request headers larger than {header_limit} bytes")
+        self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
+                                      f"handshake not completed within {settings.handshake_timeout:g} s")
         self._session_counter = 0
         self._listener: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -502,14 +672,35 @@ class Server:
 
     # -- handshake -------------------------------------------------------------
 
-    def answer(self, request: WSUpgradeRequest, remote: str) -> Connection | Response:
+    def answer(self, request: WSUpgradeRequest, peer: Any) -> Connection | Response:
         """A connection to upgrade to, or the HTTP response to send instead."""
+        remote = format_peer(peer)
+        settings = self.settings
+        if settings.max_header_size < PICOWS_MAX_HEADER_SIZE and self._header_size(request) > (
+            settings.max_header_size
+        ):
+            return _refusal(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            f"request headers larger than {settings.max_header_size} bytes",
+                            Refusal.HEADER_SIZE, self.stats)
         target = request.path.decode("latin-1")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return self.http.handle(target)
         url = urlsplit(target)
         if url.path not in WEBSOCKET_PATHS:
-            return _refusal(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {url.path}", "path", self.stats)
+            return _refusal(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {url.path}",
+                            Refusal.PATH, self.stats)
+        version = request.headers.get("Sec-WebSocket-Version")
+        if version != "13":  # RFC 6455 §4.2.2: 426 naming the version we speak
+            self.stats.refusals[Refusal.VERSION] += 1
+            return Response(HTTPStatus.UPGRADE_REQUIRED,
+                            f"unsupported Sec-WebSocket-Version {version}; this server speaks 13\n".encode(),
+                            headers={"Sec-WebSocket-Version": "13"})
+        _normalise_connection_header(request.headers)
+        origin = request.headers.get("Origin")
+        if settings.origins and not origin_allowed(origin, settings.origins):
+            log.debug("refused %s: origin %s", remote, origin)
+            return _refusal(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed",
+                            Refusal.ORIGIN, self.stats)
         offered = parse_offer(request.headers.getall("Sec-WebSocket-Protocol", []))
         chosen = self.registry.select(offered, self.settings.prefer, self.settings.default_protocol)
         if chosen is None:
@@ -519,13 +710,22 @@ class Server:
                 HTTPStatus.BAD_REQUEST,
                 f"{what} offered in Sec-WebSocket-Protocol; "
                 f"this server speaks: {', '.join(self.registry.names)}",
-                "protocol",
+                Refusal.PROTOCOL,
                 self.stats,
             )
+        address = client_address(peer)
+        refused = self.counter.admit(address)
+        if refused is not None:
+            log.warning("refused %s: %s", remote, refused.text)
+            return _refused(refused, self.stats)
         query = dict(parse_qsl(url.query))
         return Connection(
-            self, self.protocols[chosen], self._next_session_id(), remote, query, offered
+            self, self.protocols[chosen], self._next_session_id(), remote, query, offered, address
         )
+
+    @staticmethod
+    def _header_size(request: WSUpgradeRequest) -> int:
+        return header_size(request.method, request.path, request.version, request.headers.items())
 
     def _next_session_id(self) -> str:
         self._session_counter += 1
@@ -539,18 +739,24 @@ class Server:
         await self.hub.start()
         for protocol in self.protocols.values():
             await protocol.start()
+        settings = self.settings
+        tls = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = tls_context(settings.tls_cert, settings.tls_key)
         self._listener = await loop.create_server(
             lambda: PicowsProtocol(self),
-            host=self.settings.host,
-            port=self.settings.port,
+            host=settings.host,
+            port=settings.port,
             reuse_address=True,
-            reuse_port=self.settings.workers > 1,
+            reuse_port=settings.workers > 1,
             backlog=4096,
+            ssl=tls,
+            ssl_handshake_timeout=settings.handshake_timeout if tls is not None else None,
         )
         if self.settings.ping_interval > 0:
             self._keepalive = asyncio.create_task(self._keepalive_loop())
-        log.info("wsplex listening on %s, protocols %s",
-                 ", ".join(self.addresses), ", ".join(self.registry.names))
+        log.info("wsplex listening on %s%s, protocols %s", ", ".join(self.addresses),
+                 " (TLS)" if tls is not None else "", ", ".join(self.registry.names))
 
     @property
     def addresses(self) -> list[str]:

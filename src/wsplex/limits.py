@@ -1,0 +1,136 @@
+"""Admission rules for the handshake and the per-connection message rate (SPEC §8).
+
+Plain values in, a decision out: no sockets, so each rule is tested on its own
+and ``server.py`` only asks.
+
+* :class:`ConnectionCounter` counts open connections in all and per client
+  address. A connection is counted when the handshake is accepted and released
+  exactly once when it goes away; past either cap the handshake is refused
+  with HTTP 503.
+* :class:`MessageRate` caps messages per second on one connection. It costs an
+  increment and a compare per message: the clock is read only once the count
+  reaches the cap, to see whether that many arrived within one second.
+* :func:`origin_allowed` matches the ``Origin`` header against ``--origin``
+  glob patterns.
+* :func:`header_size` measures a request's header block the way it came on the
+  wire, for ``--max-header-size``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from http import HTTPStatus
+
+
+class Refusal(StrEnum):
+    """Why a handshake was refused: the ``reason`` label of ``/metrics`` refusals."""
+
+    BAD_REQUEST = "bad_request"  # malformed HTTP, refused by picows with 400
+    PATH = "path"
+    PROTOCOL = "protocol"
+    VERSION = "version"
+    ORIGIN = "origin"
+    MAX_CONNECTIONS = "max_connections"
+    MAX_CONNECTIONS_PER_IP = "max_connections_per_ip"
+    HEADER_SIZE = "header_size"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refusal with the status it produces (the h11 habit) and a plain-text reason."""
+
+    status: HTTPStatus
+    reason: Refusal
+    text: str
+
+
+class ConnectionCounter:
+    """Open connections in all and per client address.
+
+    A client address is the host part of the peer address: NAT and proxies put
+    many users behind one, hence the generous default of 10,000 (SPEC §8).
+    """
+
+    __slots__ = ("_by_address", "max_per_address", "max_total", "total")
+
+    def __init__(self, max_total: int, max_per_address: int) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.total = 0
+        self._by_address: Counter[str] = Counter()
+
+    def admit(self, address: str) -> Refused | None:
+        """Count one more connection from ``address``, or say why not."""
+        if self.total >= self.max_total:
+            return Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.MAX_CONNECTIONS,
+                           f"server full: {self.max_total} connections open, try again later")
+        if self._by_address[address] >= self.max_per_address:
+            return Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.MAX_CONNECTIONS_PER_IP,
+                           f"too many connections from {address}: at most {self.max_per_address}")
+        self.total += 1
+        self._by_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        """A connection counted by :meth:`admit` went away."""
+        self.total -= 1
+        left = self._by_address[address] - 1
+        if left > 0:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]  # keep the table as small as the clients
+
+    def from_address(self, address: str) -> int:
+        return self._by_address.get(address, 0)
+
+
+class MessageRate:
+    """At most ``limit`` messages within one second on one connection.
+
+    A window opens at the first message after a reset. When the count passes
+    the limit, the window is over the limit if it is younger than a second;
+    otherwise a new window starts. Bursts that straddle two windows can reach
+    twice the limit: the cap stops floods, it does not shape traffic.
+    """
+
+    __slots__ = ("count", "limit", "window_start")
+
+    def __init__(self, limit: int, now: float) -> None:
+        self.limit = limit
+        self.count = 0
+        self.window_start = now
+
+    def exceeded(self, now: float) -> bool:
+        """Called once the count has passed the limit: True if within one second."""
+        if now - self.window_start < 1.0:
+            return True
+        self.window_start = now
+        self.count = 1
+        return False
+
+
+def origin_allowed(origin: str | None, patterns: Iterable[str]) -> bool:
+    """True when ``origin`` matches one of the glob ``patterns`` (case-insensitive).
+
+    A request without an ``Origin`` header is allowed: browsers always send one
+    on a WebSocket handshake (RFC 6455 §4.1, §10.2), so its absence means a
+    non-browser client, which could forge any origin anyway. The allow-list
+    protects browser users from cross-site pages, which is all an origin check can do.
+    """
+    if origin is None:
+        return True
+    origin = origin.lower()
+    return any(fnmatchcase(origin, pattern.lower()) for pattern in patterns)
+
+
+def header_size(method: bytes, target: bytes, version: bytes, headers: Iterable[tuple[str, str]]) -> int:
+    """Bytes of the request line and header fields, with their CRLFs, as sent."""
+    size = len(method) + len(target) + len(version) + 4  # two spaces, CRLF
+    for name, value in headers:
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
