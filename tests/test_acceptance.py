@@ -732,6 +732,8 @@ async def test_auth_kick_broadcast_killserver(fresh: Spawn, tmp_path: Path) -> N
         assert not (await command(op, "broadcast echo hello echoes")).startswith("error")
         assert await recv(echo) == "hello echoes"
         assert (await command(op, "broadcast nope hi")).startswith("error: ")
+        assert not (await command(op, "broadcast\techo\ttabbed")).startswith("error")
+        assert await recv(echo) == "tabbed"  # words are split on any whitespace
 
         assert not (await command(op, "killserver")).startswith("error")
         assert (await close_code(echo))[0] == 1001
@@ -975,3 +977,60 @@ async def test_json_stays_open_under_hostile_headers(peers: Any) -> None:
         await newcomer.send(claim)
         reply = json.loads(await recv_text(newcomer))
         assert set(reply) == {"from", "to", "error"} and reply["from"] == "JSONsvc", reply
+
+
+async def test_a_leaver_stops_providing_and_requesting_and_frees_its_name(
+    peers: Any, server: WsplexProcess,
+) -> None:
+    """§5 / issue 4: a client that disconnects stops providing and requesting; its name is free."""
+    sensor, s = await peers("sensor")
+    dash, d = await peers("dash")
+    phone, p = await peers("phone")
+    temp = unique("temp")
+    await sensor.send(json.dumps({"from": s, "provides": temp}))
+    await dash.send(json.dumps({"from": d, "requests": temp}))
+    await whoami(sensor, s)
+    await whoami(dash, d)
+    await dash.close()
+    await sensor.close()
+    async with open_ws(server, "command") as ws:  # both gone from the server's view
+        while any(row["name"] in (s, d) for row in (await command_json(ws, "clients"))["clients"]):
+            pass
+    await phone.send(json.dumps({"from": p, "get": temp}))
+    assert "provider" in is_error(await recv_text(phone), p)
+    services = (await svc(phone, p, "services"))["services"]
+    assert s not in json.dumps(services.get(temp, {})) and d not in json.dumps(services.get(temp, {}))
+    async with open_ws(server, "JSONsvc") as again:
+        await again.send(json.dumps({"from": s, "put": temp}) + ">back")
+        assert await whoami(again, s) == s
+    await phone.send(json.dumps({"from": p, "get": temp}))
+    assert await recv_text(phone) == json.dumps({"from": s, "put": temp}) + ">back"
+
+
+async def test_kicked_jsonsvc_client_frees_its_name(fresh: Spawn) -> None:
+    child = fresh(env={"WSPLEX_ADMIN_TOKEN": "k"})
+    async with open_ws(child, "JSONsvc") as victim, open_ws(child, "command") as op:
+        await victim.send(json.dumps({"from": "victim"}))
+        await whoami(victim, "victim")
+        await command(op, "auth k")
+        rows = (await command_json(op, "clients"))["clients"]
+        assert [row["protocol"] for row in rows if row["name"] == "victim"] == ["JSONsvc"]
+        victim_id = next(row["id"] for row in rows if row["name"] == "victim")
+        assert (await command_json(op, f"kick {victim_id}")) == {"kicked": victim_id}
+        assert await close_code(victim) == (1008, "kicked")
+    async with open_ws(child, "JSONsvc") as again:
+        await again.send(json.dumps({"from": "victim"}))
+        assert await whoami(again, "victim") == "victim"
+
+
+async def test_chat_double_slash_says_a_line_starting_with_slash(fresh: Spawn) -> None:
+    child = fresh()
+    alice = await chat_client(child, "alice")
+    bob = await chat_client(child, "bob")
+    await recv_text(alice)
+    await bob.send("//shrug")
+    assert await recv_text(alice) == "[bob] /shrug"
+    await bob.send("not /a command")
+    assert await recv_text(alice) == "[bob] not /a command"
+    await bob.send("multi\nline ✓")
+    assert await recv_text(alice) == "[bob] multi\nline ✓"

@@ -349,8 +349,8 @@ class CommandProtocol(Protocol):
         return Reply(f"ok: kicked {target}", {"kicked": target})
 
     def _broadcast(self, session: Session, argument: str) -> Reply:
-        protocol, _, text = argument.partition(" ")
-        text = text.strip()
+        protocol, *rest = argument.split(None, 1)  # any whitespace, as between the other words
+        text = rest[0].strip() if rest else ""
         if protocol not in self.context.registry:
             enabled = ", ".join(self.context.registry.names)
             return error(f"unknown protocol '{protocol}' (enabled: {enabled})")
