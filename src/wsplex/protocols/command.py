@@ -85,7 +85,7 @@ class AuthThrottle:
     it; an address quiet for ``FORGET_AFTER`` seconds starts afresh.
     """
 
-    FREE_ATTEMPTS = 3
+    FREE_ATTEMPTS = 5
     MAX_LOCKOUT = 60.0
     FORGET_AFTER = 600.0
     MAX_TRACKED = 10_000
