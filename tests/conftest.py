@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,13 +37,108 @@ def ws_url(server: Server, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 
 
+# -- Redis: one real redis-server per test session ---------------------------
+
+
+class RedisProcess:
+    """A ``redis-server`` child on a free port, without persistence; can be killed and restarted."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--protected-mode", "no"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        seen = []
+        for line in self.proc.stdout:  # ends when redis-server exits
+            seen.append(line)
+            if "Ready to accept connections" in line:
+                return
+        raise AssertionError("redis-server did not start:\n" + "".join(seen))
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the whole test session: ``REDIS_URL`` when set, else our own redis-server."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = RedisProcess()
+    server.start()
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
-async def start_server() -> AsyncIterator[ServerFactory]:
-    """Start in-process servers: ``await start_server(protocols=("echo",), ...)``."""
+def clean_redis(redis_url: str) -> str:
+    """The session's Redis, emptied for this test (keys; channels die with their nodes)."""
+    flush_redis(redis_url)
+    return redis_url
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    """A Redis of this test's own, for tests that kill and restart it."""
+    server = RedisProcess()
+    server.start()
+    yield server
+    server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_hubs: run the test once with the memory hub and once with the Redis hub"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``pytestmark = pytest.mark.both_hubs`` runs a module's ``start_server`` tests on both hubs."""
+    if "hub" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_hubs"):
+        metafunc.parametrize("hub", ["memory", "redis"], indirect=True)
+
+
+@pytest.fixture
+def hub(request: pytest.FixtureRequest) -> str:
+    """Which hub ``start_server`` gives its servers: "memory" unless parametrized."""
+    return str(getattr(request, "param", "memory"))
+
+
+@pytest.fixture
+async def start_server(hub: str, request: pytest.FixtureRequest) -> AsyncIterator[ServerFactory]:
+    """Start in-process servers: ``await start_server(protocols=("echo",), ...)``.
+
+    On the Redis hub (``hub`` is "redis") every server started in one test is a
+    node of the same cluster, on a freshly emptied Redis: start two to test
+    across nodes.
+    """
     servers: list[Server] = []
+    base = Settings(host="127.0.0.1", port=0, shutdown_timeout=2.0)
+    if hub == "redis":
+        base = replace(base, redis_url=request.getfixturevalue("clean_redis"))
 
     async def start(**overrides: Any) -> Server:
-        settings = replace(Settings(host="127.0.0.1", port=0, shutdown_timeout=2.0), **overrides)
+        settings = replace(base, **overrides)
         server = Server(settings)
         await server.start()
         servers.append(server)

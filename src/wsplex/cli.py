@@ -16,10 +16,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from wsplex import __version__
 from wsplex.config import BUILTIN_PROTOCOLS, DEFAULT_PORT, Settings
 from wsplex.registry import ProtocolLoadError, available_protocols, load_class
+
+#: Set in the environment of the processes ``--workers`` starts.
+WORKER_ENV = "WSPLEX_WORKER"
 
 _SIZE = re.compile(r"(\d+)\s*(k|ki|kib|kb|m|mi|mib|mb|g|gi|gib|gb)?", re.IGNORECASE)
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -162,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(or set WSPLEX_REDIS_URL)")
     cluster.add_argument("--workers", type=positive, default=1, metavar="N",
                          help="processes sharing the port (SO_REUSEPORT); more than 1 needs --redis")
+    cluster.add_argument("--redis-ttl", type=seconds, metavar="S",
+                         default=os.environ.get("WSPLEX_REDIS_TTL", "15"),
+                         help="seconds a node that died without a goodbye keeps its names and "
+                         "presence (renewed every S/3; or set WSPLEX_REDIS_TTL)")
 
     parser.add_argument("-d", "--debug", action="store_true",
                         help="log every connection (address, offered and chosen protocol) and close")
@@ -175,6 +183,10 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         parser.error("--tls-cert and --tls-key go together")
     if args.workers > 1 and not args.redis:
         parser.error("--workers above 1 needs --redis, so the workers act as one server")
+    if args.redis and urlsplit(args.redis).scheme not in ("redis", "rediss", "unix"):
+        parser.error(f"--redis {args.redis!r} is not a redis://, rediss:// or unix:// URL")
+    if not 1.0 <= args.redis_ttl <= 30.0:
+        parser.error("--redis-ttl must be between 1 and 30 seconds (SPEC §9)")
     if args.default_protocol and args.default_protocol not in args.protocols:
         parser.error(f"--default-protocol {args.default_protocol} is not among --protocols")
     token = os.environ.get("WSPLEX_ADMIN_TOKEN") or None
@@ -221,6 +233,7 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
         chat_history=args.chat_history,
         admin_token=token,
         redis_url=args.redis,
+        redis_ttl=args.redis_ttl,
         workers=args.workers,
     )
 
@@ -252,6 +265,10 @@ async def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(argv)
     configure_logging(settings.debug)
+    if settings.workers > 1 and WORKER_ENV not in os.environ:
+        from wsplex.workers import supervise
+
+        sys.exit(supervise(settings, list(sys.argv[1:] if argv is None else argv)))
     from wsplex.server import install_event_loop
 
     run = install_event_loop()

@@ -49,5 +49,6 @@ class Settings:
 
     # Cluster (SPEC §9)
     redis_url: str | None = None
+    redis_ttl: float = 15.0  # seconds a dead node's names and presence outlive it (SPEC §9: <= 30)
     workers: int = 1
     node_id: str | None = None

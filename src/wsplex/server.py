@@ -66,8 +66,8 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 from wsplex.close import CloseCode, truncate_reason
 from wsplex.config import Settings
 from wsplex.http import WEBSOCKET_PATHS, HttpApp, Response
+from wsplex.hub import create_hub
 from wsplex.hub.base import Hub, protocol_topic
-from wsplex.hub.memory import MemoryHub
 from wsplex.limits import ConnectionCounter, MessageRate, Refusal, Refused, header_size, origin_allowed
 from wsplex.metrics import MetricsEndpoint
 from wsplex.protocol import Context, Protocol
@@ -649,8 +649,8 @@ class Server:
     def __init__(self, settings: Settings, hub: Hub | None = None) -> None:
         self.settings = settings
         self.node_id = settings.node_id or os.urandom(3).hex()
-        self.hub = hub or MemoryHub(self.node_id)
         self.stats = Stats()
+        self.hub = hub or create_hub(settings, self.node_id, self.stats)
         self.registry = ProtocolRegistry.build(settings.protocols, settings.protocol_modules)
         self.context = Context(settings, self.hub, self.stats, self.registry, self.request_shutdown)
         self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
@@ -664,7 +664,6 @@ class Server:
                                       f"request headers larger than {header_limit} bytes")
         self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
                                       f"handshake not completed within {settings.handshake_timeout:g} s")
-        self._session_counter = 0
         self._listener: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -728,8 +727,7 @@ class Server:
         return header_size(request.method, request.path, request.version, request.headers.items())
 
     def _next_session_id(self) -> str:
-        self._session_counter += 1
-        return str(self._session_counter)
+        return self.hub.new_session_id()
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -23,6 +23,8 @@ class Stats:
     bytes_out: int = 0
     connections_total: int = 0
     slow_consumer_drops: int = 0
+    redis_disconnects: int = 0  # times this node lost Redis (or could not reach it at start)
+    redis_dropped: int = 0  # messages for other nodes dropped while Redis was unreachable
     connections: Counter[str] = field(default_factory=Counter)  # open, by protocol
     refusals: Counter[str] = field(default_factory=Counter)  # handshake refusals, by reason
     closes: Counter[int] = field(default_factory=Counter)  # closes, by code

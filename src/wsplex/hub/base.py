@@ -58,6 +58,7 @@ class Hub(ABC):
         self.node_id = node_id
         self.sessions: dict[str, Session] = {}  # the sessions connected to this node
         self._topics: dict[str, dict[str, Session]] = {}  # local subscribers per topic
+        self._session_counter = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -67,10 +68,18 @@ class Hub(ABC):
     async def stop(self) -> None:
         """Release the backing store, if any."""
 
+    async def sync(self) -> None:
+        """Wait until everything this node has queued so far reached the backing store."""
+
     @property
     def healthy(self) -> bool:
         """False while the backing store is unreachable (``/healthz`` answers 503)."""
         return True
+
+    def new_session_id(self) -> str:
+        """An id no other session of the cluster has: ``"1"``, ``"2"``... on one node."""
+        self._session_counter += 1
+        return str(self._session_counter)
 
     # -- local sessions ------------------------------------------------------
 
