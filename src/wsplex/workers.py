@@ -9,6 +9,7 @@ graceful (every connection closed with 1001).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ log = logging.getLogger("wsplex.workers")
 #: A worker that dies sooner than this after starting is not restarted: the
 #: cause (a port in use, a bad plugin) would kill the next one too.
 MIN_UPTIME = 5.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def reserve_port(settings: Settings) -> socket.socket:
@@ -44,7 +46,17 @@ def start_worker(argv: list[str], port: int, number: int) -> subprocess.Popen[by
     from wsplex.cli import WORKER_ENV
 
     env = {**os.environ, WORKER_ENV: str(number)}
-    return subprocess.Popen([sys.executable, "-m", "wsplex", *argv, "-p", str(port)], env=env)
+    return subprocess.Popen([sys.executable, "-m", "wsplex", *argv, "-p", str(port)], env=env,
+                            preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the parent dies, even by SIGKILL, so none is orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: workers outlive a parent killed without a chance to stop them
 
 
 def supervise(settings: Settings, argv: list[str]) -> int:
