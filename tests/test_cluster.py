@@ -19,6 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import RedisProcess, ServerFactory, WsplexProcess, ws_url
+from test_hub import join
+from wsplex.hub.redis import RedisHub
+from wsplex.wire import Outgoing
 
 ECHO = ["echo"]
 Spawn = Callable[..., WsplexProcess]
@@ -57,6 +60,7 @@ async def test_echo_reaches_clients_on_every_node(start_server: ServerFactory) -
         for i in range(100):
             await a.send(str(i))
         assert [await b.recv() for _ in range(100)] == [str(i) for i in range(100)]
+        assert [await a.recv() for _ in range(100)] == [str(i) for i in range(100)]
 
 
 @pytest.mark.parametrize("hub", ["redis"], indirect=True)
@@ -126,8 +130,51 @@ async def test_workers_share_one_port(spawn: Spawn, clean_redis: str) -> None:
     await clients[0].send("to all workers")
     for client in clients:
         assert await client.recv() == "to all workers"
-    assert parent.stop(signal.SIGTERM) == 0
+    assert await asyncio.to_thread(parent.stop, signal.SIGTERM) == 0  # clients answer meanwhile
     for client in clients:
         with pytest.raises(ConnectionClosed):
             await client.recv()
         assert client.close_code == 1001
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for a state change nothing announces; the deadline is a guard, not a timing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_restarted_redis_gets_the_directory_back(redis_process: RedisProcess) -> None:
+    a, b = RedisHub("aaaaaa", redis_process.url, ttl=5.0), RedisHub("bbbbbb", redis_process.url, ttl=5.0)
+    await a.start()
+    await b.start()
+    try:
+        alice, link = join(a, "chat", name="alice")
+        a.subscribe("room", alice)
+        assert await a.claim_name("chat", "alice", alice)
+
+        redis_process.stop(signal.SIGKILL)
+        await wait_until(lambda: not a.healthy and not b.healthy)
+        assert a.stats.redis_disconnects == 1
+        # Degraded: this node still answers for its own clients.
+        assert await a.lookup_name("chat", "alice") == alice.id
+        assert [c.id for c in await a.members("room")] == [alice.id]
+        a.publish("room", Outgoing.text("local"))
+        assert await link.next() == Outgoing.text("local").frame
+        assert a.stats.redis_dropped == 1
+        bob, _ = join(a, "chat")
+        assert not await a.claim_name("chat", "alice", bob)
+
+        redis_process.start()  # empty: no persistence
+        await wait_until(lambda: a.healthy and b.healthy)
+        await a.sync()
+        assert await b.lookup_name("chat", "alice") == alice.id
+        assert [(c.id, c.name) for c in await b.members("room")] == [(alice.id, "alice")]
+        assert {c.id for c in await b.clients()} == {alice.id, bob.id}
+        b.publish("room", Outgoing.text("remote"))
+        assert await link.next() == Outgoing.text("remote").frame
+    finally:
+        await a.stop()
+        await b.stop()

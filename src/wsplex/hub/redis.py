@@ -648,6 +648,7 @@ class RedisHub(Hub):
         self._listener = listener
         await listener.connect()  # type: ignore[no-untyped-call]
         reader = self._reader = asyncio.create_task(self._read(listener))
+        claims: list[tuple[str, str, asyncio.Future[Any]]] = []
         try:
             topics = self._topics.keys() | self._pinned
             self._subscribed = set(topics)
@@ -657,11 +658,18 @@ class RedisHub(Hub):
             self._queue = [(command, None) for command in self._directory()]
             self._healthy = True
             self._wake.set()
+            claims = [(scope, name, asyncio.ensure_future(self._call(self._claim_command(scope, name, s.id))))
+                      for scope, holders in self._names.items() for name, s in holders.items()]
             await asyncio.wait_for(self._call(("PING",)), COMMAND_TIMEOUT)
+            for scope, name, claim in claims:
+                if not claim.result():
+                    log.warning("name %r (%s) was taken on another node while Redis was unreachable; "
+                                "both clients keep it until one leaves", name, scope)
         except BaseException:
-            reader.cancel()
-            if reader.done() and not reader.cancelled():
-                reader.exception()  # reported through what _connect raises
+            for task in [reader, *(claim for _, _, claim in claims)]:
+                task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # reported through what _connect raises
             self._connection_lost("connecting")
             raise
         log.info("redis connected at %s as node %s", self.url, self.node_id)
@@ -768,9 +776,10 @@ class RedisHub(Hub):
                 yield ("DEL", keys.members(topic))
                 yield ("SADD", keys.members(topic), *subscribers)
             yield ("PEXPIRE", keys.members(topic), ttl)
-        for scope, holders in self._names.items():
-            for name, session in holders.items():
-                yield self._claim_command(scope, name, session.id)
+        if refresh:  # on connect, _connect claims them and reports clashes
+            for scope, holders in self._names.items():
+                for name, session in holders.items():
+                    yield self._claim_command(scope, name, session.id)
 
     def _presence_fields(self) -> Iterator[Any]:
         for session in self.sessions.values():
