@@ -18,6 +18,8 @@ from wsplex import __version__
 from wsplex.protocols.command import AuthThrottle
 from wsplex.server import Server
 
+pytestmark = pytest.mark.both_hubs  # every test here also runs on the Redis hub
+
 PROTOCOLS = ("echo", "chat", "command")
 TOKEN = "s3cret-token"
 TIMEOUT = 5.0

@@ -22,6 +22,8 @@ from conftest import ServerFactory, ws_url
 from wsplex.protocols.jsonsvc_wire import HEADER_LIMIT
 from wsplex.server import Server
 
+pytestmark = pytest.mark.both_hubs  # every test here also runs on the Redis hub
+
 TIMEOUT = 5.0
 Client = Callable[..., Awaitable[ClientConnection]]
 

@@ -73,6 +73,8 @@ Command = tuple[Any, ...]
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 #: Seconds a command or a subscription confirmation may take before Redis counts as down.
+#: (Applied with ``asyncio.timeout``: on Python 3.11 ``wait_for`` can swallow the
+#: cancellation that stops the hub, gh-86296, and leave a task that never ends.)
 COMMAND_TIMEOUT = 5.0
 #: Fire-and-forget commands queued past this are dropped (Redis slower than the node).
 QUEUE_LIMIT = 100_000
@@ -297,7 +299,8 @@ class RedisHub(Hub):
             task.cancel()  # no heartbeat after the goodbye
         if self._healthy:
             with contextlib.suppress(RedisUnavailable, RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(self._goodbye(), COMMAND_TIMEOUT)
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await self._goodbye()
         tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
         for task in tasks:
             task.cancel()
@@ -397,7 +400,9 @@ class RedisHub(Hub):
             return False
 
     async def clients(self) -> list[ClientInfo]:
-        found = [ClientInfo.of(s, self.node_id) for s in self.sessions.values()]
+        # A closed session stays attached until its protocol's on_disconnect has
+        # finished (which waits for Redis here): it is gone for the listing.
+        found = [ClientInfo.of(s, self.node_id) for s in self.sessions.values() if not s.closed]
         try:
             reply = await self._call(("EVAL", CLIENTS_SCRIPT, 0, self.keys.prefix, self.node_id))
         except RedisUnavailable:
@@ -407,7 +412,7 @@ class RedisHub(Hub):
         return found
 
     async def members(self, topic: str) -> list[ClientInfo]:
-        found = [ClientInfo.of(s, self.node_id) for s in self.local_subscribers(topic)]
+        found = [ClientInfo.of(s, self.node_id) for s in self.local_subscribers(topic) if not s.closed]
         try:
             reply = await self._call(("EVAL", MEMBERS_SCRIPT, 0, self.keys.prefix, self.node_id, topic))
         except RedisUnavailable:
@@ -531,13 +536,16 @@ class RedisHub(Hub):
 
     async def _call(self, command: Command) -> Any:
         """Queue a command and wait for its reply, in order with everything queued before."""
+        return await self._enqueue(command)
+
+    def _enqueue(self, command: Command) -> asyncio.Future[Any]:
         if not self._healthy:
             raise RedisUnavailable
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._queue:
             self._wake.set()
         self._queue.append((command, future))
-        return await future
+        return future
 
     async def _write_loop(self) -> None:
         """Drain the queue as pipelines; subscription changes go out before each batch."""
@@ -554,6 +562,9 @@ class RedisHub(Hub):
                     await self._execute(batch)
             except (RedisUnavailable, RedisError, OSError, TimeoutError) as exc:
                 self._connection_lost(f"writing: {exc!r}")
+            except Exception:  # a bug of ours: start over on a fresh connection, keep the writer
+                log.exception("writing to redis failed")
+                self._connection_lost("internal error")
 
     async def _execute(self, batch: list[tuple[Command, asyncio.Future[Any] | None]]) -> None:
         try:
@@ -615,7 +626,8 @@ class RedisHub(Hub):
             channels.append(channel)
         waits = [self._confirmations.setdefault(c, loop.create_future()) for c in channels]
         await listener.send_command("SUBSCRIBE", *channels)
-        await asyncio.wait_for(asyncio.gather(*waits), COMMAND_TIMEOUT)
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            await asyncio.gather(*waits)
 
     # -- the connection: supervisor, listener, heartbeat ----------------------
 
@@ -625,7 +637,9 @@ class RedisHub(Hub):
         while True:
             try:
                 await self._connect()
-            except (RedisUnavailable, RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # Redis errors, and a bug of ours must not end reconnecting
+                if not isinstance(exc, (RedisUnavailable, RedisError, OSError, TimeoutError)):
+                    log.exception("connecting to redis failed")
                 if not self._attempted.is_set():
                     log.warning("redis unavailable at %s (%s); serving local clients only, retrying",
                                 self.url, exc)
@@ -648,7 +662,7 @@ class RedisHub(Hub):
         self._listener = listener
         await listener.connect()  # type: ignore[no-untyped-call]
         reader = self._reader = asyncio.create_task(self._read(listener))
-        claims: list[tuple[str, str, asyncio.Future[Any]]] = []
+        claims: list[tuple[str, str, asyncio.Future[Any]]] = []  # resolved before the PING
         try:
             topics = self._topics.keys() | self._pinned
             self._subscribed = set(topics)
@@ -658,9 +672,10 @@ class RedisHub(Hub):
             self._queue = [(command, None) for command in self._directory()]
             self._healthy = True
             self._wake.set()
-            claims = [(scope, name, asyncio.ensure_future(self._call(self._claim_command(scope, name, s.id))))
+            claims = [(scope, name, self._enqueue(self._claim_command(scope, name, s.id)))
                       for scope, holders in self._names.items() for name, s in holders.items()]
-            await asyncio.wait_for(self._call(("PING",)), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._call(("PING",))
             for scope, name, claim in claims:
                 if not claim.result():
                     log.warning("name %r (%s) was taken on another node while Redis was unreachable; "
