@@ -278,6 +278,8 @@ class RedisHub(Hub):
         self._subscribed: set[str] = set()  # topics subscribed on the current connection
         self._channels: dict[bytes, str] = {}  # channel -> topic, for incoming messages
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._barrier: asyncio.Future[None] | None = None  # see subscribe()
+        self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._lost_reason = ""
@@ -301,12 +303,17 @@ class RedisHub(Hub):
             with contextlib.suppress(RedisUnavailable, RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(COMMAND_TIMEOUT):
                     await self._goodbye()
+        # The flag as well as cancel(): redis-py may absorb a cancellation in
+        # the middle of a command, and the loops must end anyway.
+        self._stopping = True
+        self._wake.set()
         tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
         for task in tasks:
             task.cancel()
+        await asyncio.wait(tasks, timeout=COMMAND_TIMEOUT)
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+            if task.done() and not task.cancelled():
+                task.exception()  # already logged where it mattered
         self._tasks = []
         self._healthy = False
         await self._close_listener()
@@ -355,6 +362,14 @@ class RedisHub(Hub):
             self._send(("SADD", self.keys.topics, topic))
             self._send(("PEXPIRE", self.keys.topics, self._ttl_ms))
             self._wake.set()  # the writer subscribes before its next batch
+            if self._healthy and topic not in self._subscribed:
+                # The session's next events wait until Redis has confirmed the
+                # subscription: a client that got an answer after joining a room
+                # hears what other nodes publish there from then on.
+                if self._barrier is None:
+                    self._barrier = asyncio.get_running_loop().create_future()
+                barrier = self._barrier
+                session.run(lambda _: barrier)
 
     def unsubscribe(self, topic: str, session: Session) -> None:
         subscribers = self._topics.get(topic)
@@ -549,7 +564,7 @@ class RedisHub(Hub):
 
     async def _write_loop(self) -> None:
         """Drain the queue as pipelines; subscription changes go out before each batch."""
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             if not self._healthy:
@@ -594,12 +609,26 @@ class RedisHub(Hub):
 
     # -- subscriptions -------------------------------------------------------
 
+    def _open_barrier(self, barrier: asyncio.Future[None] | None = None) -> None:
+        """Let the sessions waiting for subscriptions go on (never with an error: that would close them)."""
+        if barrier is None:
+            barrier, self._barrier = self._barrier, None
+        if barrier is not None and not barrier.done():
+            barrier.set_result(None)
+
     async def _sync_subscriptions(self) -> None:
         """Make the Redis subscriptions match the local topics, and wait for Redis to confirm.
 
         Waiting means that once this node has published anything after a local
         subscribe, its subscription is live on Redis.
         """
+        barrier, self._barrier = self._barrier, None  # subscribes from now on wait for the next round
+        try:
+            await self._resubscribe()
+        finally:
+            self._open_barrier(barrier)
+
+    async def _resubscribe(self) -> None:
         listener = self._listener
         if listener is None:
             return
@@ -634,7 +663,7 @@ class RedisHub(Hub):
     async def _supervise(self) -> None:
         """Connect, listen until the connection is lost, back off, connect again."""
         delay = BACKOFF_MIN
-        while True:
+        while not self._stopping:
             try:
                 await self._connect()
             except Exception as exc:  # Redis errors, and a bug of ours must not end reconnecting
@@ -751,6 +780,7 @@ class RedisHub(Hub):
             if not future.done():
                 future.set_exception(RedisUnavailable())
         self._confirmations.clear()
+        self._open_barrier()
 
     async def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
@@ -761,7 +791,7 @@ class RedisHub(Hub):
 
     async def _heartbeat_loop(self) -> None:
         """Renew this node's keys every third of the TTL."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._ttl_ms / 3000)
             if self._healthy:
                 for command in self._directory(refresh=True):
