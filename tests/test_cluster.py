@@ -17,10 +17,12 @@ from collections.abc import Callable
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from conftest import RedisProcess, ServerFactory, WsplexProcess, ws_url
 from test_hub import join
 from wsplex.hub.redis import RedisHub
+from wsplex.server import Server
 from wsplex.wire import Outgoing
 
 ECHO = ["echo"]
@@ -178,3 +180,126 @@ async def test_a_restarted_redis_gets_the_directory_back(redis_process: RedisPro
     finally:
         await a.stop()
         await b.stop()
+
+
+# -- every protocol across nodes (in-process nodes sharing one Redis) ----------
+
+PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
+TOKEN = "cluster-token"
+
+
+async def open_client(server: Server, protocol: str, query: str = "") -> ClientConnection:
+    return await connect(ws_url(server) + query, subprotocols=[Subprotocol(protocol)])
+
+
+async def recv(ws: ClientConnection) -> str:
+    message = await asyncio.wait_for(ws.recv(), 5)
+    assert isinstance(message, str)
+    return message
+
+
+async def ask(ws: ClientConnection, line: str) -> str:
+    await ws.send(line)
+    return await recv(ws)
+
+
+async def two_nodes(start_server: ServerFactory) -> tuple[Server, Server]:
+    return (await start_server(protocols=PROTOCOLS, admin_token=TOKEN),
+            await start_server(protocols=PROTOCOLS, admin_token=TOKEN))
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_chat_room_across_nodes(start_server: ServerFactory) -> None:
+    one, two = await two_nodes(start_server)
+    alice = await open_client(one, "chat", "?name=alice")
+    assert await ask(alice, "/who") == "* in lobby: alice"
+    bob = await open_client(two, "chat", "?name=bob")
+    assert await ask(bob, "/who") == "* in lobby: alice, bob"
+    assert await recv(alice) == "* bob joined"
+    await alice.send("hello from one")
+    assert await recv(bob) == "[alice] hello from one"
+    await bob.send("hello from two")
+    assert await recv(alice) == "[bob] hello from two"
+
+    assert await ask(bob, "/name alice") == "! name 'alice' is taken"  # unique cluster-wide
+    carol = await open_client(two, "chat", "?name=carol")  # history is shared
+    lines = [await recv(carol) for _ in range(4)]
+    assert lines == ["* history: 2 messages", "[alice] hello from one", "[bob] hello from two",
+                     "* end of history"]
+    assert await ask(carol, "/who") == "* in lobby: alice, bob, carol"
+
+    assert await recv(bob) == "* carol joined"
+    await alice.send("/join cellar")
+    assert await recv(bob) == "* alice left"
+    assert await recv(carol) == "* alice left"
+    rooms = await ask(carol, "/rooms")
+    assert "cellar" in rooms and "lobby" in rooms, rooms
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_command_sees_and_reaches_every_node(start_server: ServerFactory) -> None:
+    one, two = await two_nodes(start_server)
+    victim = await open_client(two, "chat", "?name=victim")
+    await ask(victim, "/who")
+    echo_one, echo_two = await open_client(one, "echo"), await open_client(two, "echo")
+    admin = await open_client(one, "command")
+    rows = json.loads(await ask(admin, "clients --json"))["clients"]
+    assert sorted(row["protocol"] for row in rows) == ["chat", "command", "echo", "echo"]
+    victim_id = next(row["id"] for row in rows if row["name"] == "victim")
+    assert victim_id.startswith(two.node_id + "-")
+
+    assert await ask(admin, f"auth {TOKEN}") == "ok: authenticated"
+    assert await ask(admin, "broadcast echo to every node") == "ok: broadcast to echo"
+    assert [await recv(echo_one), await recv(echo_two)] == ["to every node"] * 2
+    assert await ask(admin, f"kick {victim_id}") == f"ok: kicked {victim_id}"
+    with pytest.raises(ConnectionClosed) as closed:
+        await recv(victim)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "kicked")
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_jsonsvc_routes_and_services_across_nodes(start_server: ServerFactory) -> None:
+    one, two = await two_nodes(start_server)
+    sensor, reader = await open_client(one, "JSONsvc"), await open_client(two, "JSONsvc")
+    whoami = {"to": "JSONsvc", "cmd": "whoami"}
+    await sensor.send(json.dumps({"from": "sensor", "provides": "temp", **whoami}))
+    assert json.loads(await recv(sensor))["name"] == "sensor"
+    await reader.send(json.dumps({"from": "reader", "requests": "temp", **whoami}))
+    assert json.loads(await recv(reader))["name"] == "reader"
+
+    await reader.send('{"from":"reader","to":"sensor","hello":1}')  # routing to a name on another node
+    assert json.loads(await recv(sensor)) == {"from": "reader", "to": "sensor", "hello": 1}
+    await sensor.send('{"from":"sensor","put":"temp"}>21.5')  # pushed to the requester on node two
+    assert await recv(reader) == '{"from":"sensor","put":"temp"}>21.5'
+
+    late = await open_client(two, "JSONsvc")
+    await late.send('{"from":"late","get":"temp"}')  # the latest value, kept in Redis
+    assert await recv(late) == '{"from":"sensor","put":"temp"}>21.5'
+    impostor = await open_client(two, "JSONsvc")
+    await impostor.send('{"from":"sensor"}')  # the name is held on node one
+    error = json.loads(await recv(impostor))
+    assert error["from"] == "JSONsvc" and "sensor" in error["error"], error
+
+
+# -- a node that dies without a goodbye ---------------------------------------
+
+
+async def test_a_killed_node_loses_its_names_and_presence(spawn: Spawn, clean_redis: str) -> None:
+    doomed = node(spawn, clean_redis)
+    survivor = node(spawn, clean_redis)
+    alice = await connect(doomed.url + "?name=alice", subprotocols=[Subprotocol("chat")])
+    assert await ask(alice, "/who") == "* in lobby: alice"
+    bob = await connect(survivor.url + "?name=bob", subprotocols=[Subprotocol("chat")])
+    assert await ask(bob, "/who") == "* in lobby: alice, bob"
+    assert await ask(bob, "/name alice") == "! name 'alice' is taken"
+
+    doomed.stop(signal.SIGKILL)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3 + 5  # --redis-ttl 3, and a guard
+    while (answer := await ask(bob, "/name alice")) != "* bob is now alice":
+        assert answer == "! name 'alice' is taken"
+        assert loop.time() < deadline, "alice's name outlived its node's TTL"
+        await asyncio.sleep(0.2)  # polls the TTL; the deadline above is the test
+    assert await ask(bob, "/who") == "* in lobby: alice"
+    await alice.close()
