@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -303,3 +304,34 @@ async def test_a_killed_node_loses_its_names_and_presence(spawn: Spawn, clean_re
         await asyncio.sleep(0.2)  # polls the TTL; the deadline above is the test
     assert await ask(bob, "/who") == "* in lobby: alice"
     await alice.close()
+
+
+async def test_workers_restart_a_dead_worker_and_stop_on_killserver(spawn: Spawn, clean_redis: str) -> None:
+    parent = spawn("--redis", clean_redis, "--workers", "2", "--protocols", "echo,command", wait=False,
+                   env={"WSPLEX_ADMIN_TOKEN": TOKEN})
+    parent.read_until("listening on")
+    parent.read_until("listening on")
+    workers = psutil.Process(parent.proc.pid).children()
+    assert len(workers) == 2
+    workers[0].kill()
+    parent.read_until("worker 1 exited with status -9; starting another")
+    parent.read_until("listening on")  # the replacement
+    assert len(psutil.Process(parent.proc.pid).children()) == 2
+
+    admin = await connect(parent.url, subprotocols=[Subprotocol("command")])
+    assert await ask(admin, f"auth {TOKEN}") == "ok: authenticated"
+    await admin.send("killserver")
+    assert await asyncio.to_thread(parent.proc.wait, 15) == 0  # every worker, not just this one
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--redis", "http://localhost:6379"), "is not a redis://, rediss:// or unix:// URL"),
+    (("--redis", "redis://127.0.0.1:1/0", "--redis-ttl", "31"), "--redis-ttl must be between 1 and 30"),
+    (("--workers", "2"), "--workers above 1 needs --redis"),
+])
+def test_bad_cluster_flags_are_one_line_and_status_2(
+    spawn: Spawn, args: tuple[str, ...], message: str
+) -> None:
+    child = spawn(*args, wait=False)
+    assert child.proc.wait(15) == 2
+    assert message in child.read_until("error")

@@ -3,7 +3,8 @@
 Each worker is a whole wsplex node (its own event loop, its own Redis hub
 node id) listening with SO_REUSEPORT, so the kernel spreads new connections
 over them; Redis makes them one server (SPEC §9). The parent only starts the
-workers, restarts one that dies, and passes SIGTERM/SIGINT on so shutdown stays
+workers, restarts one that dies (a worker that exits with status 0, after
+``killserver``, stops them all), and passes SIGTERM/SIGINT on so shutdown stays
 graceful (every connection closed with 1001).
 """
 
@@ -23,9 +24,11 @@ from wsplex.config import Settings
 
 log = logging.getLogger("wsplex.workers")
 
-#: A worker that dies sooner than this after starting is not restarted: the
-#: cause (a port in use, a bad plugin) would kill the next one too.
+#: A worker that dies sooner than this after starting, QUICK_FAILURES times in a
+#: row, is not restarted again: the cause (a port in use, a bad plugin) would
+#: kill the next one too.
 MIN_UPTIME = 5.0
+QUICK_FAILURES = 3
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -74,27 +77,34 @@ def supervise(settings: Settings, argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    workers = {n: (start_worker(argv, port, n), time.monotonic()) for n in range(1, settings.workers + 1)}
+    workers = {n: start_worker(argv, port, n) for n in range(1, settings.workers + 1)}
+    started = dict.fromkeys(workers, time.monotonic())
+    quick = dict.fromkeys(workers, 0)  # deaths in a row soon after starting
     log.info("wsplex supervising %d workers on port %d", settings.workers, port)
     status = 0
     try:
         while not stopping:
-            for number, (proc, started) in list(workers.items()):
+            for number, proc in list(workers.items()):
                 code = proc.poll()
                 if code is None or stopping:
                     continue
-                if time.monotonic() - started < MIN_UPTIME:
-                    log.error("worker %d exited with status %d at start; stopping", number, code)
+                if code == 0:  # it stopped on its own: killserver, a shutdown of the whole server
+                    log.info("worker %d stopped; stopping the others", number)
+                    stopping.append(signal.SIGTERM)
+                    break
+                quick[number] = quick[number] + 1 if time.monotonic() - started[number] < MIN_UPTIME else 0
+                if quick[number] >= QUICK_FAILURES:
+                    log.error("worker %d keeps exiting at start (status %d); stopping", number, code)
                     stopping.append(signal.SIGTERM)
                     status = 1
                     break
                 log.warning("worker %d exited with status %d; starting another", number, code)
-                workers[number] = (start_worker(argv, port, number), time.monotonic())
+                workers[number], started[number] = start_worker(argv, port, number), time.monotonic()
             if not stopping:
                 time.sleep(0.5)  # a signal or a dead worker is seen within half a second
     finally:
         reserved.close()
-        _stop_all([proc for proc, _ in workers.values()], stopping[0] if stopping else signal.SIGTERM)
+        _stop_all(list(workers.values()), stopping[0] if stopping else signal.SIGTERM)
     return status
 
 

@@ -52,6 +52,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from redis.asyncio import Redis
@@ -237,6 +238,15 @@ def node_of(session_id: str) -> str:
     return session_id.rpartition("-")[0]
 
 
+def without_password(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://host:6379/0``: safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
+
+
 def _info(session: Session) -> bytes:
     return orjson.dumps({"protocol": session.protocol, "remote": session.remote,
                          "name": session.name, "since": session.since})
@@ -255,7 +265,7 @@ class RedisHub(Hub):
         stats: Stats | None = None,
     ) -> None:
         super().__init__(node_id)
-        self.url = url
+        self.url = without_password(url)  # for logs
         self.stats = stats if stats is not None else Stats()
         self._ttl_ms = max(1000, int(ttl * 1000))
         self._pinned = frozenset(pinned)
