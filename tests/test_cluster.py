@@ -100,6 +100,7 @@ async def test_redis_killed_and_restarted(spawn: Spawn, redis_process: RedisProc
         status, body = await http_get(f"{one.http}/healthz")
         assert status == 503
         assert json.loads(body)["status"] == "degraded: redis unavailable"
+        assert "wsplex_redis_disconnects_total 1.0" in (await http_get(f"{one.http}/metrics"))[1]
 
         await a.send("during")  # a node keeps serving its own clients
         assert await a.recv() == "during"

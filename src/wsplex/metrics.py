@@ -56,6 +56,12 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_slow_consumer_drops",
                                   "Connections closed because their send buffer passed the cap",
                                   value=stats.slow_consumer_drops)
+        yield CounterMetricFamily("wsplex_redis_disconnects",
+                                  "Times this node lost Redis or could not reach it (SPEC §9)",
+                                  value=stats.redis_disconnects)
+        yield CounterMetricFamily("wsplex_redis_dropped",
+                                  "Messages for other nodes dropped while Redis was unreachable",
+                                  value=stats.redis_dropped)
         yield GaugeMetricFamily("wsplex_uptime_seconds", "Seconds since the node started",
                                 value=stats.uptime)
 
