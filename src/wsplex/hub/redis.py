@@ -39,8 +39,8 @@ Faults
     its sessions, topics and names again (Redis may have restarted empty).
     While Redis is away names are unique per node only.
 
-Scripts reach keys they do not declare, so this needs a single Redis (or a
-Sentinel-managed primary), not Redis Cluster.
+What goes where in Redis: :mod:`wsplex.hub.redis_schema`. It needs a single
+Redis (or a Sentinel-managed primary), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +61,24 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from wsplex.hub.base import ClientInfo, Hub
+from wsplex.hub.redis_schema import (
+    CLAIM_SCRIPT,
+    CLIENTS_SCRIPT,
+    CODE,
+    DIRECT_BINARY,
+    DIRECT_TEXT,
+    KICK,
+    MEMBERS_SCRIPT,
+    NAMES_SCRIPT,
+    RELEASE_SCRIPT,
+    TOPIC_BINARY,
+    TOPIC_TEXT,
+    TOPICS_SCRIPT,
+    Keys,
+    node_of,
+    pack,
+    unpack,
+)
 from wsplex.session import Session
 from wsplex.stats import Stats
 from wsplex.wire import Outgoing
@@ -72,7 +89,7 @@ Command = tuple[Any, ...]
 
 #: Reconnect delays: first retry soon, then double up to the cap.
 BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 2.0
 #: Seconds a command or a subscription confirmation may take before Redis counts as down.
 #: (Applied with ``asyncio.timeout``: on Python 3.11 ``wait_for`` can swallow the
 #: cancellation that stops the hub, gh-86296, and leave a task that never ends.)
@@ -80,162 +97,8 @@ COMMAND_TIMEOUT = 5.0
 #: Fire-and-forget commands queued past this are dropped (Redis slower than the node).
 QUEUE_LIMIT = 100_000
 
-# Envelope kinds (first byte of a message on a channel).
-_TOPIC_TEXT, _TOPIC_BINARY = b"t", b"b"
-_DIRECT_TEXT, _DIRECT_BINARY = b"T", b"B"
-_KICK = b"k"
-_CODE = struct.Struct("!H")
-
-# -- Lua scripts: one round trip each, atomic --------------------------------
-
-_LIVE_NODES = """
-local prefix = ARGV[1]
-local live = {}
-for _, node in ipairs(redis.call('SMEMBERS', prefix .. 'nodes')) do
-  if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then
-    if node ~= ARGV[2] then live[#live + 1] = node end
-  else
-    redis.call('SREM', prefix .. 'nodes', node)
-  end
-end
-"""
-
-#: Other live nodes, each followed by its presence hash (flat field/value list).
-CLIENTS_SCRIPT = _LIVE_NODES + """
-local out = {}
-for _, node in ipairs(live) do
-  out[#out + 1] = node
-  out[#out + 1] = redis.call('HGETALL', prefix .. 'presence:' .. node)
-end
-return out
-"""
-
-#: Other live nodes, each followed by its subscribers of ARGV[3] and their presence.
-MEMBERS_SCRIPT = _LIVE_NODES + """
-local out = {}
-for _, node in ipairs(live) do
-  local ids = redis.call('SMEMBERS', prefix .. 'members:' .. node .. ':' .. ARGV[3])
-  if #ids > 0 then
-    out[#out + 1] = node
-    out[#out + 1] = ids
-    out[#out + 1] = redis.call('HMGET', prefix .. 'presence:' .. node, unpack(ids))
-  end
-end
-return out
-"""
-
-#: The topics other live nodes have subscribers for.
-TOPICS_SCRIPT = _LIVE_NODES + """
-local out = {}
-for _, node in ipairs(live) do
-  for _, topic in ipairs(redis.call('SMEMBERS', prefix .. 'topics:' .. node)) do
-    out[#out + 1] = topic
-  end
-end
-return out
-"""
-
-#: SET NX, except that the holder may claim again (and so renew its TTL).
-CLAIM_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
-
-#: Delete the name only if this session holds it.
-RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return 1
-"""
-
-#: Every name in a scope whose key is still alive; forgets the expired ones.
-NAMES_SCRIPT = """
-local all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-  local holder = redis.call('GET', ARGV[1] .. all[i])
-  if holder then
-    out[#out + 1] = all[i]
-    out[#out + 1] = holder
-  else
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return out
-"""
-
-
 class RedisUnavailable(Exception):
     """Redis cannot be reached right now; callers fall back to this node's view."""
-
-
-class Keys:
-    """Every key and channel name, in one place; ``prefix`` includes the database number.
-
-    Pub/sub channels are shared by all databases of a Redis server, so the
-    database number is part of the prefix and two clusters on one server in
-    different databases do not hear each other.
-    """
-
-    def __init__(self, prefix: str, node: str) -> None:
-        self.prefix = prefix
-        self.node = node
-        self.nodes = f"{prefix}nodes"
-        self.alive = self.alive_of(node)
-        self.presence = self.presence_of(node)
-        self.topics = f"{prefix}topics:{node}"
-        self.node_channel = self.node_channel_of(node).encode()
-        self.values = f"{prefix}values"
-
-    def alive_of(self, node: str) -> str:
-        return f"{self.prefix}alive:{node}"
-
-    def presence_of(self, node: str) -> str:
-        return f"{self.prefix}presence:{node}"
-
-    def node_channel_of(self, node: str) -> str:
-        return f"{self.prefix}node:{node}"
-
-    def members(self, topic: str) -> str:
-        return f"{self.prefix}members:{self.node}:{topic}"
-
-    def topic_channel(self, topic: str) -> bytes:
-        return f"{self.prefix}topic:{topic}".encode()
-
-    def name_prefix(self, scope: str) -> str:
-        return f"{self.prefix}name:{scope}:"
-
-    def names(self, scope: str) -> str:
-        return f"{self.prefix}names:{scope}"
-
-    def history(self, key: str) -> str:
-        return f"{self.prefix}history:{key}"
-
-
-# -- envelopes ---------------------------------------------------------------
-
-
-def pack(kind: bytes, origin: str, session_id: str, payload: bytes) -> bytes:
-    """``kind`` + length-prefixed origin node + length-prefixed session id + payload."""
-    first, second = origin.encode(), session_id.encode()
-    return b"".join((kind, bytes((len(first),)), first, bytes((len(second),)), second, payload))
-
-
-def unpack(data: bytes) -> tuple[bytes, str, str, bytes]:
-    kind = data[:1]
-    end = 2 + data[1]
-    origin = data[2:end].decode()
-    start = end + 1
-    end = start + data[end]
-    return kind, origin, data[start:end].decode(), data[end:]
-
-
-def node_of(session_id: str) -> str:
-    """The node a cluster session id belongs to (``NODE-N``, see :meth:`RedisHub.new_session_id`)."""
-    return session_id.rpartition("-")[0]
 
 
 def without_password(url: str) -> str:
@@ -393,7 +256,7 @@ class RedisHub(Hub):
 
     def publish(self, topic: str, message: Outgoing, *, exclude: str | None = None) -> None:
         self.deliver(topic, message, exclude)
-        kind = _TOPIC_TEXT if message.is_text else _TOPIC_BINARY
+        kind = TOPIC_TEXT if message.is_text else TOPIC_BINARY
         envelope = pack(kind, self.node_id, exclude or "", message.payload)
         self._send(("PUBLISH", self.keys.topic_channel(topic), envelope), fanout=True)
 
@@ -402,7 +265,7 @@ class RedisHub(Hub):
             return
         node = node_of(session_id)
         if node and node != self.node_id:
-            kind = _DIRECT_TEXT if message.is_text else _DIRECT_BINARY
+            kind = DIRECT_TEXT if message.is_text else DIRECT_BINARY
             envelope = pack(kind, self.node_id, session_id, message.payload)
             self._send(("PUBLISH", self.keys.node_channel_of(node), envelope), fanout=True)
 
@@ -419,7 +282,7 @@ class RedisHub(Hub):
         try:
             if not await self._call(("HEXISTS", self.keys.presence_of(node), session_id)):
                 return False
-            envelope = pack(_KICK, self.node_id, session_id, _CODE.pack(code) + reason.encode())
+            envelope = pack(KICK, self.node_id, session_id, CODE.pack(code) + reason.encode())
             return bool(await self._call(("PUBLISH", self.keys.node_channel_of(node), envelope)))
         except RedisUnavailable:
             return False
@@ -767,16 +630,16 @@ class RedisHub(Hub):
             return
         topic = self._channels.get(channel)
         if topic is not None and origin != self.node_id:
-            self.deliver(topic, Outgoing(payload, is_text=kind == _TOPIC_TEXT), session_id or None)
+            self.deliver(topic, Outgoing(payload, is_text=kind == TOPIC_TEXT), session_id or None)
 
     def _on_direct(self, kind: bytes, session_id: str, payload: bytes) -> None:
-        if kind == _KICK:
+        if kind == KICK:
             session = self.sessions.get(session_id)
             if session is not None:
-                (code,) = _CODE.unpack_from(payload)
-                session.close(code, payload[_CODE.size:].decode())
+                (code,) = CODE.unpack_from(payload)
+                session.close(code, payload[CODE.size:].decode())
         else:
-            self.deliver_to(session_id, Outgoing(payload, is_text=kind == _DIRECT_TEXT))
+            self.deliver_to(session_id, Outgoing(payload, is_text=kind == DIRECT_TEXT))
 
     def _connection_lost(self, reason: str) -> None:
         if self._healthy:
