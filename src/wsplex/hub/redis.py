@@ -97,6 +97,7 @@ COMMAND_TIMEOUT = 5.0
 #: Fire-and-forget commands queued past this are dropped (Redis slower than the node).
 QUEUE_LIMIT = 100_000
 
+
 class RedisUnavailable(Exception):
     """Redis cannot be reached right now; callers fall back to this node's view."""
 
@@ -139,12 +140,10 @@ class RedisHub(Hub):
         )
         db = self._redis.connection_pool.connection_kwargs.get("db", 0)
         self.keys = Keys(f"wsplex:{db}:", node_id)
-        self._node_tag = node_id.encode()
         self._names: dict[str, dict[str, Session]] = {}  # names held by local sessions
         self._queue: list[tuple[Command, asyncio.Future[Any] | None]] = []
         self._wake = asyncio.Event()
         self._lost = asyncio.Event()
-        self._connected = asyncio.Event()
         self._attempted = asyncio.Event()
         self._healthy = False
         self._listener: AbstractConnection | None = None
@@ -183,12 +182,15 @@ class RedisHub(Hub):
         tasks = [*self._tasks, *([self._reader] if self._reader is not None else [])]
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks, timeout=COMMAND_TIMEOUT)
+        if tasks:
+            await asyncio.wait(tasks, timeout=COMMAND_TIMEOUT)
         for task in tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # already logged where it mattered
         self._tasks = []
         self._healthy = False
+        self._fail_queue()  # nobody waits forever on a stopped hub
+        self._open_barrier()
         await self._close_listener()
         await self._redis.aclose()
 
