@@ -1,0 +1,18 @@
+"""wsplex as a user runs it (``wsplex`` command line), with the descriptor limit raised.
+
+Every feature stays on (keepalive, limits, stats, slow-consumer cap); the only
+change from the defaults is ``--max-messages-per-second``, raised because a
+closed-loop benchmark client sends faster than the 10,000/s default allows.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import raise_fd_limit
+
+from wsplex.cli import main
+
+if __name__ == "__main__":
+    raise_fd_limit()
+    main(["--host", "127.0.0.1", *sys.argv[1:]])
