@@ -61,6 +61,10 @@ class CloseRequest:
 
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+# Plain ints: compared once per frame, cheaper than IntEnum members.
+_CONTINUATION_OPCODE: Final = int(Opcode.CONTINUATION)
+_TEXT_OPCODE: Final = int(Opcode.TEXT)
+_BINARY_OPCODE: Final = int(Opcode.BINARY)
 
 
 class MessageAssembler:
@@ -76,8 +80,10 @@ class MessageAssembler:
     def __init__(self, max_size: int) -> None:
         self._max_size = max_size
         self._opcode: int = 0  # 0 = IDLE, else the opcode of the open message
-        self._chunks: list[bytes] = []  # binary message parts
-        self._text: list[str] = []  # text message parts, already decoded
+        # Message parts exist only while a message is open: most messages are one
+        # frame, and an idle connection should not carry two empty lists.
+        self._chunks: list[bytes] | None = None  # binary message parts
+        self._text: list[str] | None = None  # text message parts, already decoded
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
 
@@ -88,7 +94,7 @@ class MessageAssembler:
 
     def feed(self, opcode: int, fin: bool, payload: bytes) -> str | bytes | None:
         """Add one TEXT, BINARY or CONTINUATION frame's payload."""
-        if opcode == Opcode.CONTINUATION:
+        if opcode == _CONTINUATION_OPCODE:
             if not self._opcode:
                 raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "continuation frame outside a message")
             return self._continue(fin, payload)
@@ -97,18 +103,19 @@ class MessageAssembler:
         if len(payload) > self._max_size:
             raise _too_big(self._max_size)
         if fin:
-            return _decode(payload) if opcode == Opcode.TEXT else payload
+            return _decode(payload) if opcode == _TEXT_OPCODE else payload
         self._open(opcode, payload)
         return None
 
     def _open(self, opcode: int, payload: bytes) -> None:
         self._opcode = opcode
         self._size = len(payload)
-        if opcode == Opcode.TEXT:
+        if opcode == _TEXT_OPCODE:
             self._decoder = _utf8_decoder()
+            self._text = []
             self._add_text(payload, final=False)
         else:
-            self._chunks.append(payload)
+            self._chunks = [payload]
 
     def _continue(self, fin: bool, payload: bytes) -> str | bytes | None:
         self._size += len(payload)
@@ -117,15 +124,20 @@ class MessageAssembler:
         if self._decoder is not None:
             self._add_text(payload, final=fin)
         else:
+            assert self._chunks is not None
             self._chunks.append(payload)
         if not fin:
             return None
-        message = "".join(self._text) if self._decoder is not None else b"".join(self._chunks)
+        if self._text is not None:
+            message: str | bytes = "".join(self._text)
+        else:
+            assert self._chunks is not None
+            message = b"".join(self._chunks)
         self._reset()
         return message
 
     def _add_text(self, payload: bytes, *, final: bool) -> None:
-        assert self._decoder is not None
+        assert self._decoder is not None and self._text is not None
         try:
             self._text.append(self._decoder.decode(payload, final))
         except UnicodeDecodeError:
@@ -134,8 +146,8 @@ class MessageAssembler:
 
     def _reset(self) -> None:
         self._opcode = 0
-        self._chunks = []
-        self._text = []
+        self._chunks = None
+        self._text = None
         self._size = 0
         self._decoder = None
 
@@ -184,27 +196,27 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     """
     size = len(payload)
     if size < 126:
-        header = struct.pack("!BB", _FIN | opcode, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", _FIN | opcode, 126, size)
-    else:
-        header = struct.pack("!BBQ", _FIN | opcode, 127, size)
-    return header + payload
+        return bytes((_FIN | opcode, size)) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", _FIN | opcode, 126, size) + payload
+    return struct.pack("!BBQ", _FIN | opcode, 127, size) + payload
 
 
 class Outgoing:
     """A message on its way out: its type, its payload, and its frame, encoded once.
 
     The hub hands the same ``Outgoing`` to every receiver, so a message sent to
-    a room of 500 is framed once, not 500 times.
+    a room of 500 is framed once, not 500 times. The frame is built up front: a
+    plain attribute is the cheapest thing to read 500 times.
     """
 
-    __slots__ = ("_frame", "is_text", "payload")
+    __slots__ = ("frame", "is_text", "payload")
 
     def __init__(self, payload: bytes, *, is_text: bool) -> None:
         self.payload = payload
         self.is_text = is_text
-        self._frame: bytes | None = None
+        #: The complete server frame (RFC 6455 §5.2).
+        self.frame = encode_frame(_TEXT_OPCODE if is_text else _BINARY_OPCODE, payload)
 
     @classmethod
     def text(cls, text: str) -> Outgoing:
@@ -213,14 +225,6 @@ class Outgoing:
     @classmethod
     def binary(cls, data: bytes) -> Outgoing:
         return cls(data, is_text=False)
-
-    @property
-    def frame(self) -> bytes:
-        """The complete server frame (RFC 6455 §5.2), built on first use."""
-        if self._frame is None:
-            opcode = Opcode.TEXT if self.is_text else Opcode.BINARY
-            self._frame = encode_frame(opcode, self.payload)
-        return self._frame
 
     def __repr__(self) -> str:
         kind = "text" if self.is_text else "binary"

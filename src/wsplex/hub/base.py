@@ -126,8 +126,9 @@ class Hub(ABC):
         subscribers = self._topics.get(topic)
         if not subscribers:
             return
-        for session_id, session in list(subscribers.items()):
-            if session_id != exclude:
+        skipped = subscribers.get(exclude) if exclude is not None else None
+        for session in list(subscribers.values()):  # a copy: a send may close a receiver
+            if session is not skipped:
                 session.send(message)
 
     def deliver_to(self, session_id: str, message: Outgoing) -> bool:
