@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplex.close import CloseCode
@@ -112,6 +112,8 @@ class Session:
     def _call(self, hook: Hook, args: tuple[Any, ...]) -> None:
         try:
             result = hook(self, *args)
+            if isinstance(result, Coroutine):
+                result = _start(result)
         except Exception:
             self._crashed(hook)
             return
@@ -133,3 +135,49 @@ class Session:
         name = getattr(hook, "__qualname__", repr(hook))
         log.exception("protocol hook %s failed for %s; closing it with 1011", name, self)
         self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+def _start(coroutine: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
+    """Run a coroutine hook now, up to its first real wait (what Python 3.12 calls an
+    eager task). None if it finished without waiting, else the rest of it to await.
+
+    With the in-memory hub, the directory calls a hook awaits (names, history)
+    never wait, so chat and JSONsvc messages finish inline: no task per message,
+    and the messages of one read still go out in one write per receiver.
+    """
+    try:
+        waiting_on = coroutine.send(None)
+    except StopIteration:
+        return None
+    return _Started(coroutine, waiting_on)
+
+
+class _Started:
+    """The rest of a coroutine that already yielded ``waiting_on`` (a future, or None
+    for a bare yield): awaiting this resumes it exactly as ``await coroutine`` would
+    have from that point (PEP 380's ``yield from``, entered half-way)."""
+
+    __slots__ = ("_coroutine", "_waiting_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, waiting_on = self._coroutine, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancellation, thrown in by the task
+                try:
+                    waiting_on = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                waiting_on = coroutine.send(sent)
+            except StopIteration as done:
+                return done.value

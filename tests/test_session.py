@@ -1,0 +1,100 @@
+"""Session hooks: coroutine hooks start at once (eagerly) and still keep message order.
+
+A coroutine hook runs inline up to its first real wait; one that never waits
+(the in-memory hub's directory calls) finishes without a task. One that does
+wait holds the session's later messages back until it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conftest import ServerFactory, ws_url
+from wsplex.protocol import Context, HookResult, Protocol
+from wsplex.server import Server
+from wsplex.session import Session
+
+
+class Gate(Protocol):
+    """``wait`` blocks on a gate another client opens with ``open``."""
+
+    name = "gate"
+    description = "Hooks that wait, and hooks that do not."
+    help = "wait, open, inline, boom-now, or any text to have it echoed."
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.gate = asyncio.Event()
+
+    def on_message(self, session: Session, message: str | bytes) -> HookResult:
+        if message == "wait":
+            return self._wait(session)
+        if message == "open":
+            self.gate.set()
+            session.send_text("opened")
+            return None
+        if message == "inline":
+            return self._inline(session)
+        if message == "boom-now":
+            return self._boom()
+        session.send_text(f"echo {message!s}")
+        return None
+
+    async def _wait(self, session: Session) -> None:
+        session.send_text("waiting")
+        await self.gate.wait()
+        session.send_text("released")
+
+    async def _inline(self, session: Session) -> None:
+        await self._no_wait()
+        session.send_text("inline done")
+
+    async def _no_wait(self) -> None:
+        """A coroutine that returns without ever suspending, like MemoryHub's calls."""
+
+    async def _boom(self) -> None:
+        raise RuntimeError("boom before any await")
+
+
+async def gate_server(start_server: ServerFactory) -> Server:
+    return await start_server(protocols=("gate",), protocol_modules=("test_session:Gate",))
+
+
+async def test_a_waiting_hook_holds_later_messages_back(start_server: ServerFactory) -> None:
+    server = await gate_server(start_server)
+    async with connect(ws_url(server), subprotocols=["gate"]) as a, \
+            connect(ws_url(server), subprotocols=["gate"]) as b:  # type: ignore[list-item]
+        await a.send("wait")
+        await a.send("one")
+        await a.send("two")
+        assert await a.recv() == "waiting"
+        await b.send("open")
+        assert await b.recv() == "opened"
+        assert [await a.recv() for _ in range(3)] == ["released", "echo one", "echo two"]
+
+
+async def test_a_hook_that_never_waits_keeps_order(start_server: ServerFactory) -> None:
+    server = await gate_server(start_server)
+    async with connect(ws_url(server), subprotocols=["gate"]) as ws:  # type: ignore[list-item]
+        for text in ("inline", "one", "inline", "two"):
+            await ws.send(text)
+        got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(4)]
+        assert got == ["inline done", "echo one", "inline done", "echo two"]
+
+
+async def test_a_coroutine_raising_before_its_first_await_closes_1011(start_server: ServerFactory) -> None:
+    server = await gate_server(start_server)
+    async with connect(ws_url(server), subprotocols=["gate"]) as ws, \
+            connect(ws_url(server), subprotocols=["gate"]) as other:  # type: ignore[list-item]
+        await ws.send("boom-now")
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 1011
+        else:
+            raise AssertionError("the connection stayed open")
+        await other.send("still here")
+        assert await other.recv() == "echo still here"
