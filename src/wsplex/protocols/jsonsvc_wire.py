@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -70,19 +70,22 @@ def _finite_float(text: str) -> float:
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A well-formed message: its header, its data (None without ``>``) and the text itself."""
+class Message(NamedTuple):
+    """A well-formed message: its header, its data (None without ``>``) and the text itself.
+
+    A named tuple rather than a frozen dataclass: it is built once per message,
+    and a frozen dataclass pays an ``object.__setattr__`` per field for that.
+    """
 
     header: dict[str, Any]
     data: str | None
     text: str
     sender: str
     to: str | None
-    provides: tuple[str, ...]
-    requests: tuple[str, ...]
-    get: tuple[str, ...]
-    put: tuple[str, ...]
+    provides: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
+    get: tuple[str, ...] = ()
+    put: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,8 @@ def parse(text: str) -> Message | WireError:
 
 def split_message(text: str) -> tuple[dict[str, Any], str | None] | WireError:
     """The header object and the data (None when there is no ``>``)."""
-    start = _WHITESPACE.match(text).end()  # type: ignore[union-attr]  # matches "" at worst
+    # Most messages start with "{" and put ">" right after the header: skip the regex then.
+    start = 0 if text.startswith("{") else _WHITESPACE.match(text).end()  # type: ignore[union-attr]
     try:
         header, end = _decoder.raw_decode(text, start)
     except json.JSONDecodeError as exc:
@@ -121,6 +125,8 @@ def split_message(text: str) -> tuple[dict[str, Any], str | None] | WireError:
         return _oversize()
     if not isinstance(header, dict):
         return WireError(f"header must be a JSON object, not {_json_type(header)}")
+    if text.startswith(_DATA_MARK, end):
+        return header, text[end + 1 :]
     after = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
     if after == len(text):
         return header, None
@@ -146,7 +152,10 @@ def check_header(header: dict[str, Any], data: str | None, text: str) -> Message
         return WireError(f'"to" must be a string, not {_json_type(to)}', sender)
     services: dict[str, tuple[str, ...]] = {}
     for key in SERVICE_KEYS:
-        names = _service_names(header.get(key))
+        value = header.get(key)
+        if value is None:
+            continue  # most messages name no service: the default () stands
+        names = _service_names(value)
         if isinstance(names, str):
             return WireError(f'"{key}" {names}', sender)
         services[key] = names
