@@ -335,7 +335,7 @@ class Connection(WSListener):
             payload = frame.get_payload_as_bytes()
             stats = self.server.stats
             stats.bytes_in += len(payload)
-            message = self.assembler.feed(msg_type.value, frame.fin, payload)
+            message = self.assembler.feed(msg_type, frame.fin, payload)  # an IntEnum: no .value call
             if message is not None:
                 self._count_message()
                 stats.messages_in += 1
