@@ -83,6 +83,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.transport: WSTransport | None = None
         self.on_text: Callable[[Client, bytes], None] = _ignore
         self.closed = asyncio.get_running_loop().create_future()
+        self.ready = asyncio.get_running_loop().create_future()  # Socket.IO namespace joined
         self.count = 0
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -136,6 +137,8 @@ class Run:
         async def one(i: int) -> None:
             url, headers = endpoint(args.target, args.url, args.workload, name(i), args.subprotocol)
             client = Client(offset + i)
+            if args.target == "socketio":
+                client.on_text = sio_handshake
             await ws_connect(
                 lambda: client, url, extra_headers=headers, read_buffer_init_size=1024,
                 websocket_handshake_timeout=30, enable_auto_pong=True,
@@ -183,18 +186,19 @@ class Run:
 # -- Socket.IO (Engine.IO 4) framing, just enough for a room broadcast ----------------
 
 
+def sio_handshake(client: Client, data: bytes) -> None:
+    """Engine.IO open packet ``0{...}`` in, namespace connect ``40`` out, ``40{...}`` in.
+
+    Installed before the connection opens: the open packet can arrive with the 101.
+    """
+    if data[:1] == b"0":
+        client.send(b"40")
+    elif data[:2] == b"40" and not client.ready.done():
+        client.ready.set_result(None)
+
+
 async def sio_open(client: Client) -> None:
-    """Engine.IO open packet ``0{...}`` in, namespace connect ``40`` out, ``40{...}`` in."""
-    got: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_text(c: Client, data: bytes) -> None:
-        if data[:1] == b"0":
-            c.send(b"40")
-        elif data[:2] == b"40" and not got.done():
-            got.set_result(None)
-
-    client.on_text = on_text
-    await asyncio.wait_for(got, 30)
+    await asyncio.wait_for(client.ready, 30)
     client.on_text = sio_pong(_ignore)
 
 
