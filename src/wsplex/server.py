@@ -335,8 +335,9 @@ class Connection(WSListener):
             payload = frame.get_payload_as_bytes()
             stats = self.server.stats
             stats.bytes_in += len(payload)
-            # picows' stub says Enum, but WSMsgType is an IntEnum: no ``.value`` call per frame.
-            message = self.assembler.feed(msg_type, frame.fin, payload)  # type: ignore[arg-type]
+            # Identity tests, not ``msg_type.value``: Enum.value is a Python-level property.
+            opcode = Opcode.TEXT if msg_type is _TEXT else Opcode.BINARY if msg_type is _BINARY else 0
+            message = self.assembler.feed(opcode, frame.fin, payload)
             if message is not None:
                 self._count_message()
                 stats.messages_in += 1
