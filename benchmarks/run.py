@@ -164,6 +164,25 @@ def table(work: Workload, results: dict[str, list[dict[str, Any]]]) -> str:
     return head + "\n".join(rows)
 
 
+def machine() -> str:
+    """Date, CPU, load and versions: the conditions a table was measured in."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for package in ("wsplex", "picows", "uvloop", "websockets", "aiohttp", "python-socketio"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions.append(f"{package} {version(package)}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {cpu}, {os.cpu_count()} cores; "
+            f"load average {load}; Python {sys.version.split()[0]}; {', '.join(versions)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few seconds, wsplex and picows only")
@@ -189,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = [s for s in work.servers if not chosen_servers or s in chosen_servers]
         plan.append((work, servers))
 
+    print(f"start: {machine()}", flush=True)
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {w.key: {s: [] for s in ss} for w, ss in plan}
     for round_no in range(args.rounds):
         for work, servers in plan:
@@ -199,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_no + 1}/{args.rounds} {work.key:<40} {server:<10} "
                       f"{_summary(result)}", flush=True)
 
-    print()
+    print(f"\nend: {machine()}")
+    print(f"medians of {args.rounds} rounds, {args.duration:g} s measured per run; "
+          "server CPU per message delivered to a client\n")
     for work, _servers in plan:
         print(f"### {work.key}\n\n{table(work, raw[work.key])}\n", flush=True)
     if args.json:
