@@ -349,7 +349,7 @@ class Connection(WSListener):
         elif msg_type is _PING:
             self._count_message()
             if not (self.close_sent or self.close_received):
-                self._queue(encode_frame(Opcode.PONG, frame.get_payload_as_bytes()))  # RFC 6455 §5.5.3
+                self.write_frame(encode_frame(Opcode.PONG, frame.get_payload_as_bytes()))  # RFC 6455 §5.5.3
 
     def _count_message(self) -> None:
         """SPEC §8: at most ``max_messages_per_second`` messages and pings per second."""
@@ -376,19 +376,15 @@ class Connection(WSListener):
     # -- outgoing (the session's Link) -----------------------------------------
 
     def write_frame(self, frame: bytes) -> None:
+        """Queue one frame for this turn's write; the fan-out calls this once per receiver."""
         if self.close_sent:
             return
-        stats = self.server.stats
-        stats.messages_out += 1
-        stats.bytes_out += len(frame)
-        self._queue(frame)
-
-    def _queue(self, frame: bytes) -> None:
-        if self.pending is None:
+        pending = self.pending
+        if pending is None:
             self.pending = [frame]
             self.server.flusher.mark(self)
         else:
-            self.pending.append(frame)
+            pending.append(frame)
 
     def flush(self) -> None:
         frames = self.pending
@@ -397,7 +393,11 @@ class Connection(WSListener):
             return
         self.pending = None
         # One buffer, one write(): cheaper in uvloop than writelines() for small frames.
-        real.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        real.write(data)
+        stats = self.server.stats  # counted per write, not per frame: the fan-out is the hot path
+        stats.messages_out += len(frames)
+        stats.bytes_out += len(data)
         if self.paused and real.get_write_buffer_size() > self.server.send_buffer_cap:
             self._drop_slow_consumer()
 

@@ -18,9 +18,9 @@ class Stats:
 
     started_at: float = field(default_factory=time.time)
     messages_in: int = 0
-    messages_out: int = 0
+    messages_out: int = 0  # frames written: messages, and the pongs that answer pings
     bytes_in: int = 0
-    bytes_out: int = 0
+    bytes_out: int = 0  # bytes handed to the socket
     connections_total: int = 0
     slow_consumer_drops: int = 0
     redis_disconnects: int = 0  # times this node lost Redis (or could not reach it at start)
