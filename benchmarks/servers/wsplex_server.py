@@ -1,8 +1,9 @@
 """wsplex as a user runs it (``wsplex`` command line), with the descriptor limit raised.
 
-Every feature stays on (keepalive, limits, stats, slow-consumer cap); the only
-change from the defaults is ``--max-messages-per-second``, raised because a
-closed-loop benchmark client sends faster than the 10,000/s default allows.
+Every feature stays on (keepalive, limits, stats, slow-consumer cap). ``run.py``
+raises two limits past what one benchmark client does: ``--max-messages-per-second``
+(a closed-loop client sends faster than the 10,000/s default) and
+``--max-connections-per-ip`` (10,000 idle connections all come from 127.0.0.1).
 """
 
 from __future__ import annotations
