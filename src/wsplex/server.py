@@ -134,14 +134,19 @@ class _Flusher:
     so a receiver that gets several messages in one turn gets one write.
     """
 
-    __slots__ = ("_dirty",)
+    __slots__ = ("_dirty", "_loop")
 
     def __init__(self) -> None:
         self._dirty: list[Connection] = []
+        # Kept, not looked up per turn: get_running_loop() costs a getpid() syscall.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, connection: Connection) -> None:
         if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
         self._dirty.append(connection)
 
     def flush(self) -> None:
