@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wsplex.close import CloseCode
@@ -107,12 +108,9 @@ class Session:
                 self._backlog = deque()
             self._backlog.append((hook, args))
             return
-        self._call(hook, args)
-
-    def _call(self, hook: Hook, args: tuple[Any, ...]) -> None:
         try:
             result = hook(self, *args)
-            if isinstance(result, Coroutine):
+            if result is not None and type(result) is CoroutineType:  # an ``async def`` hook
                 result = _start(result)
         except Exception:
             self._crashed(hook)
@@ -128,7 +126,7 @@ class Session:
         self._task = None
         while self._backlog and self._task is None:
             next_hook, args = self._backlog.popleft()
-            self._call(next_hook, args)
+            self.run(next_hook, *args)
 
     def _crashed(self, hook: Hook) -> None:
         """A protocol that raises closes only its own connection, with 1011."""

@@ -102,8 +102,13 @@ class MessageAssembler:
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "new message before the last one ended")
         if len(payload) > self._max_size:
             raise _too_big(self._max_size)
-        if fin:
-            return _decode(payload) if opcode == _TEXT_OPCODE else payload
+        if fin:  # the common case, a whole message in one frame
+            if opcode != _TEXT_OPCODE:
+                return payload
+            try:
+                return payload.decode()
+            except UnicodeDecodeError:
+                raise _bad_utf8() from None
         self._open(opcode, payload)
         return None
 
@@ -142,7 +147,7 @@ class MessageAssembler:
             self._text.append(self._decoder.decode(payload, final))
         except UnicodeDecodeError:
             self._reset()
-            raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+            raise _bad_utf8() from None
 
     def _reset(self) -> None:
         self._opcode = 0
@@ -152,11 +157,8 @@ class MessageAssembler:
         self._decoder = None
 
 
-def _decode(payload: bytes) -> str:
-    try:
-        return payload.decode()
-    except UnicodeDecodeError:
-        raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+def _bad_utf8() -> ProtocolViolation:
+    return ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
 
 
 def _too_big(limit: int) -> ProtocolViolation:
