@@ -52,8 +52,9 @@ def workloads(smoke: bool) -> list[Workload]:
     peers = (*plain, "socketio")
     receivers, idle = (20, 200) if smoke else (500, 10_000)
     return [
-        Workload("echo, 1 client", "echo", 1, 1, plain),
-        Workload("echo, 16 clients", "echo", 16, 1, plain),
+        Workload("echo, 1 client, 1 in flight", "echo", 1, 1, plain),
+        Workload("echo, 1 client, 16 in flight", "echo", 1, 16, plain),
+        Workload("echo, 16 clients, 1 in flight each", "echo", 16, 1, plain),
         Workload(f"chat fan-out to {receivers}, window 4", "chat", receivers, 4, peers, "chat"),
         Workload(f"chat fan-out to {receivers}, window 16", "chat", receivers, 16, peers, "chat"),
         Workload("JSONsvc routing, 16 pairs", "route", 16, 1, plain, "jsonsvc"),
