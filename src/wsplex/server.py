@@ -218,7 +218,6 @@ class Connection(WSListener):
 
     __slots__ = (
         "_close_timer",
-        "address",
         "admitted",
         "assembler",
         "close_code",
@@ -243,10 +242,9 @@ class Connection(WSListener):
         query: dict[str, str], offered: list[str], address: str,
     ) -> None:
         self.server = server
-        self.address = address
         self.admitted = True  # counted by ``server.counter`` until :meth:`release`
         self.protocol = protocol
-        self.session = Session(session_id, protocol.name, remote, self, query)
+        self.session = Session(session_id, protocol.name, remote, self, query, address)
         self.offered = offered
         self.assembler = MessageAssembler(server.settings.max_message_size)
         self.transport: WSTransport | None = None
@@ -318,7 +316,7 @@ class Connection(WSListener):
         """Give back the connection slot taken at the handshake, exactly once."""
         if self.admitted:
             self.admitted = False
-            self.server.counter.release(self.address)
+            self.server.counter.release(self.session.address)
 
     def pause_writing(self) -> None:
         """The transport buffers past its high-water mark: ``flush`` now checks the cap."""
@@ -725,15 +723,12 @@ class Server:
             return _refused(refused, self.stats)
         query = dict(parse_qsl(url.query))
         return Connection(
-            self, self.protocols[chosen], self._next_session_id(), remote, query, offered, address
+            self, self.protocols[chosen], self.hub.new_session_id(), remote, query, offered, address
         )
 
     @staticmethod
     def _header_size(request: WSUpgradeRequest) -> int:
         return header_size(request.method, request.path, request.version, request.headers.items())
-
-    def _next_session_id(self) -> str:
-        return self.hub.new_session_id()
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class Session:
         "_backlog",
         "_link",
         "_task",
+        "address",
         "closed",
         "id",
         "name",
@@ -64,10 +65,12 @@ class Session:
         remote: str,
         link: Link,
         query: dict[str, str] | None = None,
+        address: str | None = None,
     ) -> None:
         self.id = session_id
         self.protocol = protocol
-        self.remote = remote
+        self.remote = remote  # host:port, for people
+        self.address = remote if address is None else address  # the host: what per-client limits count
         self.since = time.time()
         self.name: str | None = None
         self.query = query or {}

@@ -122,12 +122,6 @@ class AuthThrottle:
             del self._failures[address]
 
 
-def client_address(remote: str) -> str:
-    """The host part of ``host:port`` or ``[v6host]:port``."""
-    host, _, _ = remote.rpartition(":")
-    return host or remote
-
-
 @dataclass(slots=True)
 class Operator:
     """A command client's per-connection state."""
@@ -325,7 +319,7 @@ class CommandProtocol(Protocol):
     def _auth(self, session: Session, token: str) -> Reply:
         if self._token is None:
             return error("privileged commands are disabled (no admin token configured)")
-        address = client_address(session.remote)
+        address = session.address
         wait = self.throttle.wait(address)
         if wait > 0:
             return error(f"too many failed auth attempts; try again in {int(wait) + 1} s")
