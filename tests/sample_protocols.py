@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from wsplex.protocol import HookResult, Protocol
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.protocol import HookResult, Protocol
+from wsplex.app.session import Session
 
 
 class Shout(Protocol):

@@ -16,10 +16,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import ServerFactory, ws_url
 from rawws import RawClient, close_payload, frame_bytes, upgrade_request
-from wsplex.close import CloseCode
-from wsplex.limits import Refusal
+from wsplex.http.admission import Refusal
 from wsplex.server import Server
-from wsplex.wire import Opcode
+from wsplex.ws.close import CloseCode
+from wsplex.ws.frames import Opcode
 
 ECHO = [websockets.Subprotocol("echo")]
 MAX_MESSAGE = 64 * 1024

@@ -17,8 +17,8 @@ from rawws import (
     close_payload,
     frame_bytes,
 )
-from wsplex.close import CloseCode
 from wsplex.config import Settings
+from wsplex.ws.close import CloseCode
 
 ECHO = ["echo"]
 

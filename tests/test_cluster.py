@@ -22,9 +22,9 @@ from websockets.typing import Subprotocol
 
 from conftest import RedisProcess, ServerFactory, WsplexProcess, ws_url
 from test_hub import join
+from wsplex.app.outgoing import Outgoing
 from wsplex.hub.redis import RedisHub
 from wsplex.server import Server
-from wsplex.wire import Outgoing
 
 ECHO = ["echo"]
 Spawn = Callable[..., WsplexProcess]

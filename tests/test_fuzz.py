@@ -25,9 +25,10 @@ from websockets.sync.client import connect as sync_connect
 
 from conftest import WsplexProcess
 from rawws import frame_bytes, upgrade_request
-from wsplex.close import CloseCode, is_valid_close_code
-from wsplex.registry import parse_offer
-from wsplex.wire import MessageAssembler, Opcode, ProtocolViolation, parse_close
+from wsplex.app.registry import parse_offer
+from wsplex.ws.assembler import MessageAssembler
+from wsplex.ws.close import CloseCode, is_valid_close_code
+from wsplex.ws.frames import Opcode, ProtocolViolation, parse_close
 
 DATA_OPCODES = st.sampled_from([Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY])
 LIMIT = 256

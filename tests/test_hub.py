@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from wsplex.close import CloseCode
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.session import Session
 from wsplex.hub import Hub, MemoryHub
 from wsplex.hub.redis import RedisHub
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.ws.close import CloseCode
 
 Cluster = Callable[[], Awaitable[Hub]]
 

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import ServerFactory, ws_url
-from wsplex.protocols.jsonsvc_wire import HEADER_LIMIT
+from wsplex.protocols.jsonsvc.wire import HEADER_LIMIT
 from wsplex.server import Server
 
 pytestmark = pytest.mark.both_hubs  # every test here also runs on the Redis hub

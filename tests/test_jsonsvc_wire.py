@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from wsplex.protocols.jsonsvc_wire import (
+from wsplex.protocols.jsonsvc.wire import (
     HEADER_LIMIT,
     Message,
     WireError,

@@ -12,9 +12,9 @@ from websockets.exceptions import InvalidStatus
 from conftest import ServerFactory, ws_url
 from rawws import RawClient, frame_bytes, upgrade_request
 from test_bad_input import upgraded
-from wsplex.close import CloseCode
-from wsplex.limits import ConnectionCounter, MessageRate, Refusal, header_size, origin_allowed
-from wsplex.wire import Opcode
+from wsplex.http.admission import ConnectionCounter, MessageRate, Refusal, header_size, origin_allowed
+from wsplex.ws.close import CloseCode
+from wsplex.ws.frames import Opcode
 
 
 async def echo_round_trip(url: str, text: str = "still here") -> None:

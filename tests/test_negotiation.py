@@ -8,8 +8,8 @@ from websockets.exceptions import InvalidStatus
 
 from conftest import ServerFactory, ws_url
 from rawws import RawClient
-from wsplex.protocol import Protocol
-from wsplex.registry import ProtocolRegistry, parse_offer
+from wsplex.app.protocol import Protocol
+from wsplex.app.registry import ProtocolRegistry, parse_offer
 
 ECHO_ONLY = ("echo",)
 

@@ -13,9 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from conftest import ServerFactory, ws_url
-from wsplex.protocol import Context, HookResult, Protocol
+from wsplex.app.protocol import Context, HookResult, Protocol
+from wsplex.app.session import Session
 from wsplex.server import Server
-from wsplex.session import Session
 
 
 class Gate(Protocol):

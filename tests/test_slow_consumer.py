@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from conftest import WsplexProcess
 from rawws import RawClient, upgrade_request
 from test_tls_metrics import http_get, samples
-from wsplex.close import CloseCode
+from wsplex.ws.close import CloseCode
 
 ECHO = [websockets.Subprotocol("echo")]
 MESSAGE = b"\xab" * (64 * 1024)

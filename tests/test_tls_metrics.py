@@ -17,7 +17,7 @@ from websockets.sync.client import connect as sync_connect
 
 from conftest import ServerFactory, WsplexProcess, ws_url
 from rawws import RawClient, frame_bytes, upgrade_request
-from wsplex.wire import Opcode
+from wsplex.ws.frames import Opcode
 
 ECHO = [websockets.Subprotocol("echo")]
 

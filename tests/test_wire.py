@@ -6,16 +6,10 @@ import struct
 
 import pytest
 
-from wsplex.close import CloseCode, is_valid_close_code, truncate_reason
-from wsplex.wire import (
-    MessageAssembler,
-    Opcode,
-    Outgoing,
-    ProtocolViolation,
-    check_rsv,
-    encode_frame,
-    parse_close,
-)
+from wsplex.app.outgoing import Outgoing
+from wsplex.ws.assembler import MessageAssembler
+from wsplex.ws.close import CloseCode, is_valid_close_code, truncate_reason
+from wsplex.ws.frames import Opcode, ProtocolViolation, check_rsv, encode_frame, parse_close
 
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 

@@ -19,8 +19,8 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 from wsplex import __version__
+from wsplex.app.registry import ProtocolLoadError, available_protocols, load_class
 from wsplex.config import BUILTIN_PROTOCOLS, DEFAULT_PORT, Settings
-from wsplex.registry import ProtocolLoadError, available_protocols, load_class
 
 #: Set in the environment of the processes ``--workers`` starts.
 WORKER_ENV = "WSPLEX_WORKER"

@@ -1,9 +1,9 @@
-"""Fan-out and shared directory for protocols: see :mod:`wsplex.hub.base`."""
+"""Fan-out and shared directory for protocols: see :mod:`wsplex.app.hub`."""
 
 from __future__ import annotations
 
+from wsplex.app.hub import ClientInfo, Hub, protocol_topic
 from wsplex.config import Settings
-from wsplex.hub.base import ClientInfo, Hub, protocol_topic
 from wsplex.hub.memory import MemoryHub
 from wsplex.stats import Stats
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from wsplex.hub.base import ClientInfo, Hub
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.hub import ClientInfo, Hub
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.session import Session
 
 
 class MemoryHub(Hub):

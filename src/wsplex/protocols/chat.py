@@ -20,7 +20,7 @@ mistaken for live talk::
     [bob] hello
     * end of history
 
-A room message is encoded once (one :class:`~wsplex.wire.Outgoing`) and
+A room message is encoded once (one :class:`~wsplex.app.Outgoing`) and
 published once, whatever the size of the room.
 """
 
@@ -30,10 +30,10 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from wsplex.close import CloseCode
-from wsplex.protocol import Context, HookResult, Protocol
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.protocol import Context, HookResult, Protocol
+from wsplex.app.session import Session
+from wsplex.ws.close import CloseCode
 
 #: The hub name scope of chat names.
 NAME_SCOPE = "chat"

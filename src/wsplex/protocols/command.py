@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wsplex import __version__
-from wsplex.close import CloseCode
-from wsplex.hub.base import ClientInfo, protocol_topic
-from wsplex.protocol import Context, HookResult, Protocol
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.hub import ClientInfo, protocol_topic
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.protocol import Context, HookResult, Protocol
+from wsplex.app.session import Session
+from wsplex.ws.close import CloseCode
 
 log = logging.getLogger("wsplex.command")
 

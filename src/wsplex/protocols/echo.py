@@ -6,10 +6,10 @@ publishes: one ``Outgoing`` per message, framed once for all receivers.
 
 from __future__ import annotations
 
-from wsplex.hub.base import protocol_topic
-from wsplex.protocol import HookResult, Protocol
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.hub import protocol_topic
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.protocol import HookResult, Protocol
+from wsplex.app.session import Session
 
 TOPIC = protocol_topic("echo")
 

@@ -23,8 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from wsplex.session import Session
-from wsplex.wire import Outgoing
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.session import Session
 
 
 def protocol_topic(protocol: str) -> str:

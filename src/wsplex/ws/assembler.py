@@ -1,10 +1,5 @@
-"""The message layer: RFC 6455 frames in, whole messages or a close decision out.
+"""Message assembly: RFC 6455 data frames in, whole messages out.
 
-The WebSocket library hands us single frames. This module owns every rule that
-turns them into messages, so the rules live in one place and can be tested byte
-for byte without a socket:
-
-* RFC 6455 §5.2: no extension is negotiated, so any RSV bit is a protocol error.
 * §5.4: a message is a TEXT or BINARY frame followed by CONTINUATION frames up to
   one with FIN set; a CONTINUATION with no message open, or a new data frame
   while one is open, is a protocol error. Control frames may arrive in between.
@@ -12,8 +7,6 @@ for byte without a socket:
   sequence fails fast (close 1007).
 * A message larger than the configured limit is refused (close 1009) as soon as
   the running total exceeds it, before it is buffered whole.
-* §5.5.1 / §7.4: a close frame carries nothing, or a valid code and a UTF-8
-  reason of at most 123 bytes.
 
 The assembler is a small state machine: ``IDLE`` (no message open) and
 ``FRAGMENTED`` (a message is open and collecting continuation frames).
@@ -22,43 +15,10 @@ The assembler is a small state machine: ``IDLE`` (no message open) and
 from __future__ import annotations
 
 import codecs
-import struct
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Final
 
-from wsplex.close import CloseCode, is_valid_close_code
-
-
-class Opcode(IntEnum):
-    """Frame opcodes (RFC 6455 §5.2)."""
-
-    CONTINUATION = 0x0
-    TEXT = 0x1
-    BINARY = 0x2
-    CLOSE = 0x8
-    PING = 0x9
-    PONG = 0xA
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation(Exception):
-    """The peer broke a wire rule; the connection closes with ``code`` and ``reason``."""
-
-    code: CloseCode
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{int(self.code)} {self.reason}"
-
-
-@dataclass(frozen=True, slots=True)
-class CloseRequest:
-    """A valid close frame from the peer: its code (1005 when absent) and reason."""
-
-    code: int
-    reason: str
-
+from wsplex.ws.close import CloseCode
+from wsplex.ws.frames import Opcode, ProtocolViolation
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 # Plain ints: compared once per frame, cheaper than IntEnum members.
@@ -165,69 +125,3 @@ def _too_big(limit: int) -> ProtocolViolation:
     return ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, f"message larger than {limit} bytes")
 
 
-def check_rsv(rsv1: bool, rsv2: bool, rsv3: bool) -> None:
-    """RFC 6455 §5.2: without a negotiated extension every RSV bit must be 0."""
-    if rsv1 or rsv2 or rsv3:
-        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
-
-
-def parse_close(payload: bytes) -> CloseRequest:
-    """Validate a close frame's payload (RFC 6455 §5.5.1, §7.4)."""
-    if not payload:
-        return CloseRequest(CloseCode.NO_STATUS, "")
-    if len(payload) == 1:
-        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "close frame with a one-byte payload")
-    (code,) = struct.unpack_from("!H", payload)
-    if not is_valid_close_code(code):
-        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
-    try:
-        reason = payload[2:].decode()
-    except UnicodeDecodeError:
-        raise ProtocolViolation(CloseCode.INVALID_DATA, "invalid UTF-8 in close reason") from None
-    return CloseRequest(code, reason)
-
-
-_FIN: Final = 0x80
-
-
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, unfragmented server frame (RFC 6455 §5.2; servers never mask, §5.1).
-
-    Fan-out encodes a message once with this and writes the same bytes to every
-    receiver, instead of asking the WebSocket library to frame it per receiver.
-    """
-    size = len(payload)
-    if size < 126:
-        return bytes((_FIN | opcode, size)) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", _FIN | opcode, 126, size) + payload
-    return struct.pack("!BBQ", _FIN | opcode, 127, size) + payload
-
-
-class Outgoing:
-    """A message on its way out: its type, its payload, and its frame, encoded once.
-
-    The hub hands the same ``Outgoing`` to every receiver, so a message sent to
-    a room of 500 is framed once, not 500 times. The frame is built up front: a
-    plain attribute is the cheapest thing to read 500 times.
-    """
-
-    __slots__ = ("frame", "is_text", "payload")
-
-    def __init__(self, payload: bytes, *, is_text: bool) -> None:
-        self.payload = payload
-        self.is_text = is_text
-        #: The complete server frame (RFC 6455 §5.2).
-        self.frame = encode_frame(_TEXT_OPCODE if is_text else _BINARY_OPCODE, payload)
-
-    @classmethod
-    def text(cls, text: str) -> Outgoing:
-        return cls(text.encode(), is_text=True)
-
-    @classmethod
-    def binary(cls, data: bytes) -> Outgoing:
-        return cls(data, is_text=False)
-
-    def __repr__(self) -> str:
-        kind = "text" if self.is_text else "binary"
-        return f"<Outgoing {kind} {len(self.payload)} bytes>"

@@ -1,4 +1,4 @@
-"""``JSONsvc``: named peers and services (SPEC §5); the wire format is in :mod:`.jsonsvc_wire`.
+"""``JSONsvc``: named peers and services (SPEC §5); the wire format is in :mod:`.wire`.
 
 Every client has a name; any client sends to any other by name, and clients
 provide and request named services whose latest value the server keeps.
@@ -39,9 +39,11 @@ from typing import Any, Final
 
 import orjson
 
-from wsplex.hub.base import ClientInfo
-from wsplex.protocol import Context, HookResult, Protocol
-from wsplex.protocols.jsonsvc_wire import (
+from wsplex.app.hub import ClientInfo
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.protocol import Context, HookResult, Protocol
+from wsplex.app.session import Session
+from wsplex.protocols.jsonsvc.wire import (
     HEADER_LIMIT,
     NAME_LIMIT,
     SERVER_NAME,
@@ -52,8 +54,6 @@ from wsplex.protocols.jsonsvc_wire import (
     valid_name,
     with_sender,
 )
-from wsplex.session import Session
-from wsplex.wire import Outgoing
 
 #: The hub scope of client names.
 NAME_SCOPE: Final = SERVER_NAME

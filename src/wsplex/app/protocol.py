@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from wsplex.app.hub import Hub
+from wsplex.app.session import Session
 from wsplex.config import Settings
-from wsplex.hub.base import Hub
-from wsplex.session import Session
 from wsplex.stats import Stats
 
 if TYPE_CHECKING:
-    from wsplex.registry import ProtocolRegistry
+    from wsplex.app.registry import ProtocolRegistry
 
 HookResult = Awaitable[None] | None
 

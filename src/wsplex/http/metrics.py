@@ -15,7 +15,7 @@ from http import HTTPStatus
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from wsplex.http import Response
+from wsplex.http.routes import Response
 from wsplex.stats import Stats
 
 

@@ -39,7 +39,7 @@ Faults
     its sessions, topics and names again (Redis may have restarted empty).
     While Redis is away names are unique per node only.
 
-What goes where in Redis: :mod:`wsplex.hub.redis_schema`. It needs a single
+What goes where in Redis: :mod:`wsplex.hub.redis.schema`. It needs a single
 Redis (or a Sentinel-managed primary), not Redis Cluster.
 """
 
@@ -60,8 +60,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from wsplex.hub.base import ClientInfo, Hub
-from wsplex.hub.redis_schema import (
+from wsplex.app.hub import ClientInfo, Hub
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.session import Session
+from wsplex.hub.redis.schema import (
     CLAIM_SCRIPT,
     CLIENTS_SCRIPT,
     CODE,
@@ -79,9 +81,7 @@ from wsplex.hub.redis_schema import (
     pack,
     unpack,
 )
-from wsplex.session import Session
 from wsplex.stats import Stats
-from wsplex.wire import Outgoing
 
 log = logging.getLogger("wsplex.hub.redis")
 

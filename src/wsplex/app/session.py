@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from wsplex.close import CloseCode
-from wsplex.wire import Outgoing
+from wsplex.app.outgoing import Outgoing
+from wsplex.ws.close import CloseCode
 
 if TYPE_CHECKING:
-    from wsplex.protocol import HookResult
+    from wsplex.app.protocol import HookResult
 
 log = logging.getLogger("wsplex.session")
 

@@ -17,8 +17,8 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 from wsplex import __version__
-from wsplex.hub.base import Hub
-from wsplex.registry import ProtocolRegistry
+from wsplex.app.hub import Hub
+from wsplex.app.registry import ProtocolRegistry
 
 #: Paths that accept a WebSocket upgrade.
 WEBSOCKET_PATHS = frozenset({"/", "/ws"})

@@ -11,8 +11,8 @@ import importlib
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import entry_points
 
+from wsplex.app.protocol import Protocol
 from wsplex.config import Preference
-from wsplex.protocol import Protocol
 
 ENTRY_POINT_GROUP = "wsplex.protocols"
 

@@ -1,0 +1,37 @@
+"""What a protocol sends: a message framed once, whatever the number of receivers."""
+
+from __future__ import annotations
+
+from wsplex.ws.frames import Opcode, encode_frame
+
+_TEXT_OPCODE = int(Opcode.TEXT)
+_BINARY_OPCODE = int(Opcode.BINARY)
+
+
+class Outgoing:
+    """A message on its way out: its type, its payload, and its frame, encoded once.
+
+    The hub hands the same ``Outgoing`` to every receiver, so a message sent to
+    a room of 500 is framed once, not 500 times. The frame is built up front: a
+    plain attribute is the cheapest thing to read 500 times.
+    """
+
+    __slots__ = ("frame", "is_text", "payload")
+
+    def __init__(self, payload: bytes, *, is_text: bool) -> None:
+        self.payload = payload
+        self.is_text = is_text
+        #: The complete server frame (RFC 6455 §5.2).
+        self.frame = encode_frame(_TEXT_OPCODE if is_text else _BINARY_OPCODE, payload)
+
+    @classmethod
+    def text(cls, text: str) -> Outgoing:
+        return cls(text.encode(), is_text=True)
+
+    @classmethod
+    def binary(cls, data: bytes) -> Outgoing:
+        return cls(data, is_text=False)
+
+    def __repr__(self) -> str:
+        kind = "text" if self.is_text else "binary"
+        return f"<Outgoing {kind} {len(self.payload)} bytes>"

@@ -1,0 +1,1 @@
+"""Plain HTTP on the WebSocket port: the handshake decision, routes, metrics, admission."""

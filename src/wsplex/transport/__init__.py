@@ -1,0 +1,1 @@
+"""The only code that imports picows: listener, connection adapter, write coalescing."""
