@@ -1,4 +1,16 @@
-"""Server settings: one frozen value built by the command line (or by tests).
+"""Server settings: one table of options, one frozen value built from it (SPEC §15).
+
+Every operator setting is one :class:`Option` row in :data:`OPTIONS`: its name
+(the long flag without dashes, ``-`` written as ``_``: the key in a TOML
+``--config`` file; ``WSPLEX_`` plus the name in capitals in the environment),
+its default, how text becomes a value, and its help. The command line
+(:mod:`wsplex.cli`) and the :class:`Settings` defaults are both built from the
+table, so a default is written once. A new setting is one row here and one
+field in :class:`Settings`.
+
+Layers, highest first: command line, environment, file, default (SPEC §15).
+This module only knows the table and how to read the file and the environment;
+it imports nothing else of wsplex, so every layer may import it.
 
 Defaults follow SPEC §1 and §8: sized for a busy public server, so limits stop
 abuse without shaping normal traffic.
@@ -6,49 +18,344 @@ abuse without shaping normal traffic.
 
 from __future__ import annotations
 
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
-
-DEFAULT_PORT = 12352
-BUILTIN_PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
+from typing import Any, Literal
 
 Preference = Literal["client", "server"]
+
+#: Environment variables are ``ENV_PREFIX`` plus the option's name in capitals.
+ENV_PREFIX = "WSPLEX_"
+
+
+class BadValue(ValueError):
+    """A value that does not fit its option; the message is what the user sees."""
+
+
+# -- Parsers: text (from the command line, the environment or a file) to a value --
+
+_SIZE = re.compile(r"(\d+)\s*(k|ki|kib|kb|m|mi|mib|mb|g|gi|gib|gb)?", re.IGNORECASE)
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(text: str) -> int:
+    """A byte count, with an optional K/M/G suffix (powers of 1024): ``1MiB``, ``64k``."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise BadValue(f"invalid size {text!r} (examples: 1048576, 64K, 1MiB)")
+    number, unit = match.groups()
+    value = int(number) * (_UNITS[unit[0].lower()] if unit else 1)
+    if value <= 0:
+        raise BadValue(f"size must be positive, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadValue(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise BadValue(f"port must be 0-65535, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadValue(f"invalid number of seconds {text!r}") from None
+    if value < 0 or math.isnan(value):
+        raise BadValue(f"seconds must be 0 or more, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadValue(f"invalid number {text!r}") from None
+    if value < 0:
+        raise BadValue(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    value = count(text)
+    if value == 0:
+        raise BadValue("must be at least 1")
+    return value
+
+
+def header_limit(text: str) -> int:
+    """A ``--max-header-size``: picows refuses anything above 16 KiB on its own."""
+    value = size(text)
+    if not 256 <= value <= 16 * 1024:
+        raise BadValue(f"must be between 256 and 16k bytes, not {value}")
+    return value
+
+
+def protocol_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise BadValue("give at least one protocol, e.g. --protocols echo,chat")
+    if len(set(names)) != len(names):
+        raise BadValue(f"protocol listed twice in {text!r}")
+    return names
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def choose(text: str) -> str:
+        if text not in choices:
+            raise BadValue(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+        return text
+
+    return choose
+
+
+def text(value: str) -> str:
+    return value
+
+
+def switch(text: str) -> bool:
+    """An on/off setting written as text (environment): 1/0, true/false, yes/no, on/off."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise BadValue(f"invalid on/off value {text!r} (use true or false)")
+
+
+def show_size(value: int) -> str:
+    """A byte count as ``--help`` shows it: ``1MiB``, ``16KiB``, ``100``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+# -- The table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: the flag ``--NAME`` (with ``_`` as ``-``), file key NAME, ``WSPLEX_NAME``."""
+
+    name: str
+    default: Any
+    help: str
+    group: str
+    parse: Callable[[str], Any] = text
+    short: str | None = None  # e.g. "-p"
+    metavar: str | None = None
+    #: The :class:`Settings` field it fills; ``None`` for the same as ``name``.
+    attr: str | None = None
+    #: Not a :class:`Settings` field: the command line turns it into one (a token file into the token).
+    derived: bool = False
+    repeat: bool = False  # the flag may be given several times; the value is a tuple
+    flag: bool = False  # an on/off switch without an argument
+    #: Older environment variables that keep working (SPEC §15), after ``WSPLEX_<NAME>``.
+    env: tuple[str, ...] = ()
+    #: The default as ``--help`` says it, when the value itself says it badly ("every interface").
+    shown: str | None = None
+    show: Callable[[Any], str] | None = None  # how ``--help`` writes a default value
+
+    @property
+    def field(self) -> str:
+        return self.attr or self.name
+
+    @property
+    def long_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        return (ENV_PREFIX + self.name.upper(), *self.env)
+
+    def default_text(self) -> str | None:
+        """The default in the user's terms, or None when there is nothing worth saying."""
+        if self.shown is not None:
+            return self.shown
+        value = self.default
+        if value is None or value is False or value == ():
+            return None
+        if self.show is not None:
+            return self.show(value)
+        if isinstance(value, tuple):
+            return ",".join(str(item) for item in value)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    def decode(self, raw: object) -> Any:
+        """A value from the environment (text) or a TOML file (text, number, bool or array)."""
+        if self.flag:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str):
+                return switch(raw)
+            raise BadValue(f"expected true or false, got {raw!r}")
+        if isinstance(raw, list):
+            if not all(isinstance(item, str) for item in raw):
+                raise BadValue(f"expected a list of strings, got {raw!r}")
+            if self.repeat:
+                return tuple(self.parse(item) for item in raw)
+            raw = ",".join(raw)
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise BadValue(f"expected a string or a number, got {raw!r}")
+        if self.repeat:
+            return tuple(self.parse(item.strip()) for item in raw.split(",") if item.strip())
+        return self.parse(raw)
+
+
+BUILTIN_PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
+DEFAULT_PORT = 12352
+
+NETWORK, PROTOCOLS, KEEPALIVE, LIMITS, CLUSTER, LOGGING = (
+    "network", "protocols", "keepalive", "limits", "cluster", "logging")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", None, "interface to listen on", NETWORK, shown="every interface"),
+    Option("port", DEFAULT_PORT, "TCP port; -p9999 and -p 9999 both work; 0 picks a free port",
+           NETWORK, port, short="-p"),
+    Option("tls_cert", None, "certificate chain: serve wss:// and https://", NETWORK, metavar="PEM"),
+    Option("tls_key", None, "private key for --tls-cert", NETWORK, metavar="PEM"),
+    Option("origin", (), "allowed Origin header (glob, repeatable); others get 403", NETWORK,
+           metavar="GLOB", attr="origins", repeat=True, shown="every origin"),
+
+    Option("protocols", BUILTIN_PROTOCOLS, "protocols to enable, in the server's preference order; "
+           "a plugin's protocols only when listed", PROTOCOLS, protocol_list, metavar="A,B"),
+    Option("prefer", "client", "whose order picks the protocol when the client offers several",
+           PROTOCOLS, one_of("client", "server"), metavar="{client,server}"),
+    Option("default_protocol", None, "protocol for clients that offer none", PROTOCOLS,
+           metavar="NAME", shown="refuse them with 400"),
+    Option("protocol_module", (), "load a protocol class from outside wsplex and enable it "
+           "(repeatable)", PROTOCOLS, metavar="PKG.MOD:CLASS", attr="protocol_modules", repeat=True),
+    Option("chat_history", 20, "chat messages a client joining a room receives; 0 disables",
+           PROTOCOLS, count, metavar="N"),
+    Option("admin_token_file", None, "file holding the token for privileged commands "
+           "(or set WSPLEX_ADMIN_TOKEN)", PROTOCOLS, metavar="PATH", derived=True,
+           shown="none, so privileged commands are disabled"),
+
+    Option("ping_interval", 20.0, "seconds between pings to each client; 0 disables", KEEPALIVE,
+           seconds, metavar="S"),
+    Option("ping_timeout", 20.0, "seconds a client has to answer a ping before it is closed",
+           KEEPALIVE, seconds, metavar="S"),
+
+    Option("max_message_size", 1 << 20, "largest message accepted; bigger ones close with 1009",
+           LIMITS, size, metavar="BYTES", show=show_size),
+    Option("max_connections", 100_000, "connections in all; more get HTTP 503", LIMITS, positive,
+           metavar="N"),
+    Option("max_connections_per_ip", 10_000, "connections per client address; more get HTTP 503",
+           LIMITS, positive, metavar="N"),
+    Option("max_messages_per_second", 10_000, "messages per second per connection; more close it "
+           "with 1008", LIMITS, positive, metavar="N"),
+    Option("handshake_timeout", 10.0, "seconds a client has to complete the HTTP upgrade", LIMITS,
+           seconds, metavar="S"),
+    Option("max_header_size", 16 * 1024, "largest request line plus headers, at most 16KiB (the "
+           "WebSocket library's own cap); bigger requests get HTTP 431", LIMITS, header_limit,
+           metavar="BYTES", show=show_size),
+    Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
+           "consumer", LIMITS, size, metavar="BYTES", show=show_size),
+
+    Option("redis", None, "redis://HOST:PORT/DB: run as one node of a cluster (or set "
+           "WSPLEX_REDIS_URL)", CLUSTER, metavar="URL", attr="redis_url", env=("WSPLEX_REDIS_URL",)),
+    Option("workers", 1, "processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
+           CLUSTER, positive, metavar="N"),
+    Option("redis_ttl", 15.0, "seconds (1-30) a node that died without a goodbye keeps its names "
+           "and presence; renewed every S/3", CLUSTER, seconds, metavar="S"),
+
+    Option("debug", False, "log every connection (address, offered and chosen protocol) and close",
+           LOGGING, short="-d", flag=True),
+)
+
+OPTION = {option.name: option for option in OPTIONS}
+
+
+def _default(name: str) -> Any:
+    return OPTION[name].default
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the operator can set; see ``wsplex --help`` for each flag."""
+    """Everything the operator can set (defaults from :data:`OPTIONS`), plus a few for tests."""
 
-    host: str | None = None  # None = every interface
-    port: int = DEFAULT_PORT
-    debug: bool = False
-    protocols: tuple[str, ...] = BUILTIN_PROTOCOLS
-    prefer: Preference = "client"
-    default_protocol: str | None = None
-    protocol_modules: tuple[str, ...] = ()
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
+    host: str | None = _default("host")
+    port: int = _default("port")
+    debug: bool = _default("debug")
+    protocols: tuple[str, ...] = _default("protocols")
+    prefer: Preference = _default("prefer")  # noqa: RUF009 (a str: immutable)
+    default_protocol: str | None = _default("default_protocol")
+    protocol_modules: tuple[str, ...] = _default("protocol_module")
+    ping_interval: float = _default("ping_interval")
+    ping_timeout: float = _default("ping_timeout")
+
+    # Limits (SPEC §8)
+    max_message_size: int = _default("max_message_size")
+    max_connections: int = _default("max_connections")
+    max_connections_per_ip: int = _default("max_connections_per_ip")
+    max_messages_per_second: int = _default("max_messages_per_second")
+    handshake_timeout: float = _default("handshake_timeout")
+    max_header_size: int = _default("max_header_size")
+    max_send_buffer: int = _default("max_send_buffer")
+    origins: tuple[str, ...] = _default("origin")
+    tls_cert: str | None = _default("tls_cert")
+    tls_key: str | None = _default("tls_key")
+
+    # Protocol options
+    chat_history: int = _default("chat_history")
+    admin_token: str | None = field(default=None, repr=False)  # from --admin-token-file or the env
+
+    # Cluster (SPEC §9)
+    redis_url: str | None = _default("redis")
+    redis_ttl: float = _default("redis_ttl")  # seconds a dead node's names outlive it (SPEC §9: <= 30)
+    workers: int = _default("workers")
+
+    # Not operator settings: tests and the worker supervisor set these.
+    node_id: str | None = None
     close_timeout: float = 5.0
     shutdown_timeout: float = 5.0
 
-    # Limits (SPEC §8)
-    max_message_size: int = 1 << 20
-    max_connections: int = 100_000
-    max_connections_per_ip: int = 10_000
-    max_messages_per_second: int = 10_000
-    handshake_timeout: float = 10.0
-    max_header_size: int = 16 * 1024
-    max_send_buffer: int = 4 << 20
-    origins: tuple[str, ...] = ()
-    tls_cert: str | None = None
-    tls_key: str | None = None
 
-    # Protocol options
-    chat_history: int = 20
-    admin_token: str | None = field(default=None, repr=False)
+# -- The lower layers: a TOML file and the environment ------------------------
 
-    # Cluster (SPEC §9)
-    redis_url: str | None = None
-    redis_ttl: float = 15.0  # seconds a dead node's names and presence outlive it (SPEC §9: <= 30)
-    workers: int = 1
-    node_id: str | None = None
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The values set in the environment, by option name; a bad one raises :class:`BadValue`."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        for variable in option.env_names:
+            if variable in environ:
+                try:
+                    values[option.name] = option.decode(environ[variable])
+                except BadValue as exc:
+                    raise BadValue(f"{variable}: {exc}") from None
+                break
+    return values
+
+
+def from_file(path: str) -> dict[str, Any]:
+    """The values in a TOML file, by option name; an unknown key or a bad value raises :class:`BadValue`."""
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except OSError as exc:
+        raise BadValue(f"cannot read --config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadValue(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        option = OPTION.get(key)
+        if option is None:
+            raise BadValue(f"{path}: unknown setting {key!r}")
+        try:
+            values[key] = option.decode(raw)
+        except BadValue as exc:
+            raise BadValue(f"{path}: {key}: {exc}") from None
+    return values
