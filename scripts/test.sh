@@ -24,6 +24,7 @@ python="${PYTHON:-python3}"
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy --strict"; .venv/bin/mypy
+echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== pytest"; .venv/bin/python -m pytest -q "$@"
 echo "== autobahn (fast profile)"; scripts/autobahn.sh fast
 if [ -f benchmarks/run.py ]; then

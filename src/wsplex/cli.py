@@ -28,9 +28,8 @@ from wsplex.config import (
     from_environment,
     from_file,
 )
+from wsplex.workers import WORKER_ENV, supervise
 
-#: Set in the environment of the processes ``--workers`` starts.
-WORKER_ENV = "WSPLEX_WORKER"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -177,8 +176,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(argv)
     configure_logging(settings.debug)
     if settings.workers > 1 and WORKER_ENV not in os.environ:
-        from wsplex.workers import supervise
-
         sys.exit(supervise(settings, list(sys.argv[1:] if argv is None else argv)))
     from wsplex.server import install_event_loop
 

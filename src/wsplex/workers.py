@@ -22,6 +22,9 @@ from types import FrameType
 
 from wsplex.config import Settings
 
+#: Set in the environment of the processes ``--workers`` starts: the worker's number.
+WORKER_ENV = "WSPLEX_WORKER"
+
 log = logging.getLogger("wsplex.workers")
 
 #: A worker that dies sooner than this after starting, QUICK_FAILURES times in a
@@ -46,8 +49,6 @@ def reserve_port(settings: Settings) -> socket.socket:
 
 
 def start_worker(argv: list[str], port: int, number: int) -> subprocess.Popen[bytes]:
-    from wsplex.cli import WORKER_ENV
-
     env = {**os.environ, WORKER_ENV: str(number)}
     return subprocess.Popen([sys.executable, "-m", "wsplex", *argv, "-p", str(port)], env=env,
                             preexec_fn=_die_with_parent)

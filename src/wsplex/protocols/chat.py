@@ -1,12 +1,20 @@
-"""``chat``: named people talking in rooms (SPEC §3).
+"""``chat``: named people talking in rooms (SPEC §3, §10).
 
 Everything shared lives on the hub, so the same code serves one node or a
 Redis cluster:
 
 * names are claimed in the hub's name scope ``"chat"``, unique across the cluster;
-* a room is the topic ``chat:room:<ROOM>``: its subscribers are its members,
-  ``/who`` asks for them and ``/rooms`` lists the topics with that prefix;
-* a room's history is the hub list ``chat:history:<ROOM>``.
+* room ``R`` is topic ``chat/R`` of the topic space (SPEC §10): each line said
+  there is a publication (not retained) that every protocol's subscribers
+  receive, and every publication there, whatever its protocol, is a line in the
+  room: ``[alice] hi`` from a chat client, ``[JSONsvc:dash] hi`` or
+  ``[mqtt:sensor-1] 21.5`` from others (publications that are not UTF-8 text
+  are not shown, and are counted);
+* the room's people are the members of the chat channel ``chat:room:R``:
+  ``/who`` and ``/rooms`` ask for them, and notices (``* alice joined``) go
+  there only: they are chat's own, not publications;
+* a room's history is the hub's history of its topic: its last publications
+  from any protocol.
 
 Every line the server sends is one WebSocket text message that starts with
 ``[name] `` (a chat message), ``* `` (a notice) or ``! `` (an error), so a
@@ -20,7 +28,7 @@ mistaken for live talk::
     [bob] hello
     * end of history
 
-A room message is encoded once (one :class:`~wsplex.app.Outgoing`) and
+A room message is encoded once (its publication's ``native`` form) and
 published once, whatever the size of the room.
 """
 
@@ -30,21 +38,19 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from wsplex.app.outgoing import Outgoing
-from wsplex.app.protocol import Context, HookResult, Protocol
-from wsplex.app.session import Session
-from wsplex.ws.close import CloseCode
+from wsplex.app import CloseCode, Context, HookResult, Outgoing, Protocol, Publication, Sender, Session
 
 #: The hub name scope of chat names.
 NAME_SCOPE = "chat"
-ROOM_TOPIC_PREFIX = "chat:room:"
-HISTORY_KEY_PREFIX = "chat:history:"
+#: Room R is topic chat/R; its people are the members of channel chat:room:R.
+ROOM_TOPIC_PREFIX = "chat/"
+ROOM_CHANNEL_PREFIX = "chat:room:"
 LOBBY = "lobby"
 #: SPEC §3: names are 1-32 printable characters without spaces; rooms follow the same rule.
 MAX_NAME_LENGTH = 32
 
-NAME_RULE = f"names are 1-{MAX_NAME_LENGTH} printable characters without spaces"
-ROOM_RULE = f"room names are 1-{MAX_NAME_LENGTH} printable characters without spaces"
+NAME_RULE = f"names are 1-{MAX_NAME_LENGTH} printable characters without spaces or ':'"
+ROOM_RULE = f"room names are 1-{MAX_NAME_LENGTH} printable characters without spaces, '/', '+' or '#'"
 
 HELP_TEXT = """\
 * commands:
@@ -57,17 +63,27 @@ HELP_TEXT = """\
 * something that begins with /"""
 
 
-def is_valid_name(text: str) -> bool:
-    """SPEC §3: 1-32 printable characters without spaces (no whitespace of any kind)."""
+def _is_word(text: str) -> bool:
+    """1-32 printable characters without spaces (no whitespace of any kind)."""
     return 0 < len(text) <= MAX_NAME_LENGTH and text.isprintable() and " " not in text
+
+
+def is_valid_name(text: str) -> bool:
+    """SPEC §3 and §10: a word, without ``:`` (others see a chat client as ``chat:NAME``)."""
+    return _is_word(text) and ":" not in text
+
+
+def is_valid_room(text: str) -> bool:
+    """A word that is one level of a topic name: no ``/``, and no wildcard (SPEC §10)."""
+    return _is_word(text) and not any(c in text for c in "/+#")
 
 
 def room_topic(room: str) -> str:
     return ROOM_TOPIC_PREFIX + room
 
 
-def history_key(room: str) -> str:
-    return HISTORY_KEY_PREFIX + room
+def room_channel(room: str) -> str:
+    return ROOM_CHANNEL_PREFIX + room
 
 
 @dataclass(slots=True)
@@ -77,6 +93,7 @@ class Member:
     name: str
     room: str = LOBBY
     present: bool = False  # subscribed to ``room`` and announced there
+    sender: Sender | None = None  # the publications' sender, kept with the name
 
 
 Command = Callable[[Session, Member, str], HookResult]
@@ -92,8 +109,11 @@ class ChatProtocol(Protocol):
         "/join ROOM moves you to ROOM; you first get its recent history between\n"
         "'* history: N messages' and '* end of history'.\n"
         "/who lists your room, /rooms lists the rooms, /help lists the commands.\n"
-        "Server notices start with '* ', errors with '! '. Text only: binary closes with 1003."
+        "Server notices start with '* ', errors with '! '. Text only: binary closes with 1003.\n"
+        "Room R is topic chat/R for every other protocol: their messages there show as\n"
+        "[PROTOCOL:NAME] text."
     )
+    text_only = True
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
@@ -106,6 +126,7 @@ class ChatProtocol(Protocol):
             "/rooms": self._rooms,
             "/help": self._help,
         }
+        self.hub.keep_history(ROOM_TOPIC_PREFIX, self._history_limit)
 
     @property
     def _history_limit(self) -> int:
@@ -126,7 +147,7 @@ class ChatProtocol(Protocol):
                 problem = f"name '{wanted}' is taken"
         if name is None:
             name = await self._claim_guest_name(session)
-        member = Member(name)
+        member = Member(name, sender=Sender(self.name, name))
         session.state = member
         session.name = name
         self.hub.touch(session)
@@ -154,16 +175,25 @@ class ChatProtocol(Protocol):
         self._leave(session, member)
         await self.hub.release_name(NAME_SCOPE, member.name, session)
 
+    # -- the topic space (SPEC §10) ----------------------------------------------
+
+    def render(self, publication: Publication) -> Outgoing | None:
+        """Another protocol's publication on a room, as the room's line."""
+        text = publication.text
+        if text is None:
+            return None
+        return Outgoing.text(f"[{publication.sender.seen_by(self.name)}] {text}")
+
     # -- talking -------------------------------------------------------------
 
     def _say(self, session: Session, member: Member, text: str) -> HookResult:
         if not text.strip():
             session.send_text("! empty message, not sent")
             return None
-        line = f"[{member.name}] {text}"
-        self.hub.publish(room_topic(member.room), Outgoing.text(line), exclude=session.id)
-        if self._history_limit > 0:
-            return self.hub.append_history(history_key(member.room), line, self._history_limit)
+        assert member.sender is not None
+        line = Outgoing.text(f"[{member.name}] {text}")
+        publication = Publication(room_topic(member.room), text, member.sender, native=line)
+        self.hub.publish(publication, exclude=session.id)
         return None
 
     def _command(self, session: Session, member: Member, line: str) -> HookResult:
@@ -183,31 +213,39 @@ class ChatProtocol(Protocol):
         The history is read before subscribing, so no message can arrive both
         live and in the history block, nor in the middle of the block.
         """
-        history = await self.hub.history(history_key(room)) if self._history_limit > 0 else []
+        history = await self.hub.history(room_topic(room)) if self._history_limit > 0 else []
         if session.closed:
             return
         member.room, member.present = room, True
-        topic = room_topic(room)
-        self.hub.subscribe(topic, session)
-        if history:
-            self._send_history(session, history[-self._history_limit :])
+        self.hub.join(room_channel(room), session)
+        self.hub.subscribe(room_topic(room), session)
+        lines = [line for line in map(self._line, history[-self._history_limit :]) if line is not None]
+        if lines:
+            self._send_history(session, lines)
         joined = Outgoing.text(f"* {member.name} joined")
-        self.hub.publish(topic, joined, exclude=None if echo_join else session.id)
+        self.hub.broadcast(room_channel(room), joined, exclude=None if echo_join else session.id)
+
+    def _line(self, publication: Publication) -> Outgoing | None:
+        """A publication as the room shows it: chat's own line, or rendered."""
+        if publication.native is not None and publication.sender.protocol == self.name:
+            return publication.native
+        return self.render(publication)
 
     def _leave(self, session: Session, member: Member) -> None:
         if not member.present:
             return
         member.present = False
-        topic = room_topic(member.room)
-        self.hub.publish(topic, Outgoing.text(f"* {member.name} left"), exclude=session.id)
-        self.hub.unsubscribe(topic, session)
+        channel = room_channel(member.room)
+        self.hub.broadcast(channel, Outgoing.text(f"* {member.name} left"), exclude=session.id)
+        self.hub.unsubscribe(room_topic(member.room), session)
+        self.hub.leave(channel, session)
 
     @staticmethod
-    def _send_history(session: Session, lines: list[str]) -> None:
+    def _send_history(session: Session, lines: list[Outgoing]) -> None:
         count = len(lines)
         session.send_text(f"* history: {count} message{'' if count == 1 else 's'}")
         for line in lines:
-            session.send_text(line)
+            session.send(line)
         session.send_text("* end of history")
 
     # -- commands --------------------------------------------------------------
@@ -224,14 +262,15 @@ class ChatProtocol(Protocol):
         else:
             old = member.name
             member.name = session.name = new
+            member.sender = Sender(self.name, new)
             self.hub.touch(session)
-            self.hub.publish(room_topic(member.room), Outgoing.text(f"* {old} is now {new}"))
+            self.hub.broadcast(room_channel(member.room), Outgoing.text(f"* {old} is now {new}"))
             await self.hub.release_name(NAME_SCOPE, old, session)
 
     def _join(self, session: Session, member: Member, room: str) -> Awaitable[None] | None:
         if not room:
             session.send_text("! usage: /join ROOM")
-        elif not is_valid_name(room):
+        elif not is_valid_room(room):
             session.send_text(f"! invalid room: {ROOM_RULE}")
         elif room == member.room:
             session.send_text(f"! you are already in {room}")
@@ -241,16 +280,16 @@ class ChatProtocol(Protocol):
         return None
 
     async def _who(self, session: Session, member: Member, argument: str) -> None:
-        members = await self.hub.members(room_topic(member.room))
+        members = await self.hub.members(room_channel(member.room))
         names = sorted(m.name for m in members if m.name is not None)
         session.send_text(f"* in {member.room}: {', '.join(names)}")
 
     async def _rooms(self, session: Session, member: Member, argument: str) -> None:
-        topics = sorted(await self.hub.topics(ROOM_TOPIC_PREFIX))
+        channels = sorted(await self.hub.channels(ROOM_CHANNEL_PREFIX))
         rooms = []
-        for topic in topics:
-            count = len(await self.hub.members(topic))
-            rooms.append(f"{topic.removeprefix(ROOM_TOPIC_PREFIX)} ({count})")
+        for channel in channels:
+            count = len(await self.hub.members(channel))
+            rooms.append(f"{channel.removeprefix(ROOM_CHANNEL_PREFIX)} ({count})")
         session.send_text(f"* rooms: {', '.join(rooms)}")
 
     @staticmethod

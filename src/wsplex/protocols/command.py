@@ -26,12 +26,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from wsplex import __version__
-from wsplex.app.hub import ClientInfo, protocol_topic
-from wsplex.app.outgoing import Outgoing
-from wsplex.app.protocol import Context, HookResult, Protocol
-from wsplex.app.session import Session
-from wsplex.ws.close import CloseCode
+from wsplex.app import (
+    VERSION,
+    ClientInfo,
+    CloseCode,
+    Context,
+    HookResult,
+    Outgoing,
+    Protocol,
+    Session,
+    protocol_channel,
+)
 
 log = logging.getLogger("wsplex.command")
 
@@ -287,13 +292,13 @@ class CommandProtocol(Protocol):
         total = sum(connections.values())
         per_protocol = ", ".join(f"{name} {count}" for name, count in connections.items())
         text = "\n".join([
-            f"wsplex {__version__} on node {self.context.node_id}",
+            f"wsplex {VERSION} on node {self.context.node_id}",
             f"uptime: {format_duration(stats.uptime)}",
             f"connections: {total} ({per_protocol})",
             f"messages: {stats.messages_in} in, {stats.messages_out} out (this node)",
         ])
         data = {
-            "version": __version__,
+            "version": VERSION,
             "node": self.context.node_id,
             "uptime": round(stats.uptime, 3),
             "connections": connections,
@@ -351,7 +356,7 @@ class CommandProtocol(Protocol):
         if not text:
             return error("usage: broadcast PROTOCOL TEXT")
         # The sender is left out so that its next message is the reply, one per command.
-        self.hub.publish(protocol_topic(protocol), Outgoing.text(text), exclude=session.id)
+        self.hub.broadcast(protocol_channel(protocol), Outgoing.text(text), exclude=session.id)
         log.info("command: session %s broadcast %d characters to %s", session.id, len(text), protocol)
         return Reply(f"ok: broadcast to {protocol}", {"broadcast": protocol, "text": text})
 
