@@ -1,11 +1,38 @@
-"""The plugin API: everything a protocol author imports (SPEC §7).
+"""The plugin API: everything a protocol author imports (SPEC §7, §10).
 
-A protocol imports ``wsplex.app`` and nothing else of wsplex.
+A protocol imports ``wsplex.app`` and nothing else of wsplex: the protocol base
+class and its context, the session it talks to, messages on their way out,
+the hub with its topic space, and the names of close codes.
 """
 
+from wsplex import __version__ as VERSION
+from wsplex.app.hub import ClientInfo, Hub, protocol_channel
 from wsplex.app.outgoing import Outgoing
-from wsplex.app.protocol import Context, HookResult, Protocol
-from wsplex.app.session import Session
+from wsplex.app.protocol import Context, Protocol, ProtocolTable
+from wsplex.app.publication import Publication, Sender
+from wsplex.app.session import HookResult, Session
+from wsplex.app.topics import filter_error, is_server_topic, is_wildcard, matches, topic_error
+from wsplex.stats import Stats
 from wsplex.ws.close import CloseCode
 
-__all__ = ["CloseCode", "Context", "HookResult", "Outgoing", "Protocol", "Session"]
+__all__ = [
+    "VERSION",
+    "ClientInfo",
+    "CloseCode",
+    "Context",
+    "HookResult",
+    "Hub",
+    "Outgoing",
+    "Protocol",
+    "ProtocolTable",
+    "Publication",
+    "Sender",
+    "Session",
+    "Stats",
+    "filter_error",
+    "is_server_topic",
+    "is_wildcard",
+    "matches",
+    "protocol_channel",
+    "topic_error",
+]

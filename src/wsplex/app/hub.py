@@ -1,43 +1,49 @@
-"""The hub: the only way a protocol reaches other connections (SPEC §7, §9).
+"""The hub as protocols see it: the only way to reach other connections (SPEC §7, §9, §10).
 
-One interface, two implementations: :mod:`wsplex.hub.memory` for one process
-(the default) and :mod:`wsplex.hub.redis` for several processes sharing Redis.
-Protocols never learn which one they run on.
+One interface, two implementations (``wsplex.hub.memory`` for one process,
+``wsplex.hub.redis`` for several sharing Redis); protocols never learn which
+one they run on. Three kinds of operation:
 
-Two kinds of operation:
+* **The topic space** (SPEC §10), shared by every protocol: ``subscribe`` to a
+  filter (``+`` and ``#`` allowed), ``publish`` a :class:`Publication`. The hub
+  delivers a publication to each subscriber once, however many of its filters
+  match, and asks each receiving protocol to render it once
+  (:meth:`~wsplex.app.protocol.Protocol.deliver`). Retained publications are
+  kept per topic; topics with a history rule (:meth:`keep_history`) keep their
+  last publications.
+* **Channels**, private to one protocol: exact names, pre-rendered
+  :class:`Outgoing` messages (chat's ``* alice joined``, ``broadcast``), and a
+  membership the protocol can list. Every session is in the channel of its
+  protocol (:func:`protocol_channel`) from connect to disconnect.
+* **The directory**, coroutines because on Redis they are round trips: names,
+  presence, listings, small values.
 
-* **Fan-out** is synchronous and fire-and-forget (``publish``, ``send_to``):
-  it is the hot path, and a message to a room must not wait for a network
-  round trip before the next one is read. Both hubs end in the same local
-  delivery step (:meth:`Hub.deliver`), the one the Redis listener also calls.
-* **Directory** operations are coroutines (names, presence, history, values):
-  on Redis they are round trips, and callers need their answer.
-
-Topics are plain strings chosen by protocols, e.g. ``"echo"`` or
-``"chat:room:lobby"``. Session ids are unique across the cluster.
+Fan-out (``publish``, ``broadcast``, ``send_to``) is synchronous and
+fire-and-forget: it is the hot path, and a message must not wait for a
+network round trip before the next one is read.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from wsplex.app.outgoing import Outgoing
-from wsplex.app.session import Session
+from wsplex.app.publication import Publication
+
+if TYPE_CHECKING:
+    from wsplex.app.session import Session
 
 
-def protocol_topic(protocol: str) -> str:
-    """The topic every session of ``protocol`` is subscribed to by the server.
-
-    ``echo`` fans out on it and ``broadcast PROTOCOL TEXT`` publishes to it.
-    """
+def protocol_channel(protocol: str) -> str:
+    """The channel every session of ``protocol`` is in (``broadcast PROTOCOL TEXT``)."""
     return f"protocol:{protocol}"
 
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
-    """What the cluster knows about one connected client (``clients`` command)."""
+    """What the cluster knows about one connected client (``clients``, ``/who``)."""
 
     id: str
     protocol: str
@@ -52,119 +58,100 @@ class ClientInfo:
 
 
 class Hub(ABC):
-    """Fan-out and a small shared directory, for one node or for a cluster."""
+    """Topic space, channels and directory, for one node or for a cluster."""
 
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-        self.sessions: dict[str, Session] = {}  # the sessions connected to this node
-        self._topics: dict[str, dict[str, Session]] = {}  # local subscribers per topic
-        self._session_counter = 0
+    node_id: str
 
-    # -- lifecycle -----------------------------------------------------------
-
-    async def start(self) -> None:
-        """Connect to the backing store, if any."""
-
-    async def stop(self) -> None:
-        """Release the backing store, if any."""
-
-    async def sync(self) -> None:
-        """Wait until everything this node has queued so far reached the backing store."""
-
-    @property
-    def healthy(self) -> bool:
-        """False while the backing store is unreachable (``/healthz`` answers 503)."""
-        return True
-
-    def new_session_id(self) -> str:
-        """An id no other session of the cluster has: ``"1"``, ``"2"``... on one node."""
-        self._session_counter += 1
-        return str(self._session_counter)
-
-    # -- local sessions ------------------------------------------------------
-
-    def attach(self, session: Session) -> None:
-        """A session connected to this node."""
-        self.sessions[session.id] = session
-
-    def detach(self, session: Session) -> None:
-        """A session left this node: drop it from every topic."""
-        self.sessions.pop(session.id, None)
-        for topic in [t for t, subs in self._topics.items() if session.id in subs]:
-            self.unsubscribe(topic, session)
-
-    def touch(self, session: Session) -> None:
-        """The session's visible details (its name) changed; refresh presence."""
-
-    # -- fan-out -------------------------------------------------------------
-
-    def subscribe(self, topic: str, session: Session) -> None:
-        """Deliver messages published on ``topic`` to ``session``."""
-        self._topics.setdefault(topic, {})[session.id] = session
-
-    def unsubscribe(self, topic: str, session: Session) -> None:
-        subscribers = self._topics.get(topic)
-        if subscribers is not None:
-            subscribers.pop(session.id, None)
-            if not subscribers:
-                del self._topics[topic]
-
-    def local_subscribers(self, topic: str) -> Iterable[Session]:
-        return self._topics.get(topic, {}).values()
+    # -- the topic space (SPEC §10) --------------------------------------------
 
     @abstractmethod
-    def publish(self, topic: str, message: Outgoing, *, exclude: str | None = None) -> None:
-        """Send ``message`` to every subscriber of ``topic`` on every node,
-        except the session whose id is ``exclude``."""
+    def subscribe(self, topic_filter: str, session: Session) -> None:
+        """Deliver publications on topics matching ``topic_filter`` to ``session``.
+
+        The filter must be valid (:func:`wsplex.app.topics.filter_error`).
+        Subscribing twice to the same filter is one subscription.
+        """
+
+    @abstractmethod
+    def unsubscribe(self, topic_filter: str, session: Session) -> None:
+        """Undo :meth:`subscribe`; unknown filters are ignored."""
+
+    @abstractmethod
+    def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
+        """Deliver ``publication`` to every subscriber on every node, except the
+        session whose id is ``exclude``; keep it if it is retained (an empty
+        retained payload clears the topic's retained publication) and in the
+        topic's history if it has one."""
+
+    @abstractmethod
+    async def retained(self, topic_filter: str) -> list[Publication]:
+        """The retained publications of every topic matching ``topic_filter``."""
+
+    @abstractmethod
+    def keep_history(self, prefix: str, limit: int) -> None:
+        """Keep the last ``limit`` publications of every topic starting with ``prefix``."""
+
+    @abstractmethod
+    async def history(self, topic: str) -> list[Publication]:
+        """The kept publications of ``topic``, oldest first (see :meth:`keep_history`)."""
+
+    @abstractmethod
+    async def subscribers(self, topic_filter: str) -> list[ClientInfo]:
+        """Every session subscribed to exactly ``topic_filter``, across the cluster."""
+
+    @abstractmethod
+    async def filters(self, prefix: str) -> list[str]:
+        """Filters with at least one subscriber anywhere, starting with ``prefix``."""
+
+    # -- channels ----------------------------------------------------------------
+
+    @abstractmethod
+    def join(self, channel: str, session: Session) -> None:
+        """Put ``session`` in ``channel``."""
+
+    @abstractmethod
+    def leave(self, channel: str, session: Session) -> None:
+        """Take ``session`` out of ``channel``."""
+
+    @abstractmethod
+    def broadcast(self, channel: str, message: Outgoing, *, exclude: str | None = None) -> None:
+        """Send ``message`` to every member of ``channel`` on every node, but ``exclude``."""
+
+    @abstractmethod
+    async def members(self, channel: str) -> list[ClientInfo]:
+        """Every member of ``channel`` across the cluster."""
+
+    @abstractmethod
+    async def channels(self, prefix: str) -> list[str]:
+        """Channels with at least one member anywhere, starting with ``prefix``."""
+
+    # -- one session ---------------------------------------------------------------
 
     @abstractmethod
     def send_to(self, session_id: str, message: Outgoing) -> None:
         """Send ``message`` to one session, on whichever node it is."""
-
-    def deliver(self, topic: str, message: Outgoing, exclude: str | None = None) -> None:
-        """Hand ``message`` to this node's subscribers of ``topic``: the one delivery step."""
-        subscribers = self._topics.get(topic)
-        if not subscribers:
-            return
-        skipped = subscribers.get(exclude) if exclude is not None else None
-        for session in list(subscribers.values()):  # a copy: a send may close a receiver
-            if session is not skipped:
-                session.send(message)
-
-    def deliver_to(self, session_id: str, message: Outgoing) -> bool:
-        """Hand ``message`` to a session of this node; False when it is not here."""
-        session = self.sessions.get(session_id)
-        if session is None:
-            return False
-        session.send(message)
-        return True
-
-    # -- control -------------------------------------------------------------
 
     @abstractmethod
     async def close_session(self, session_id: str, code: int, reason: str) -> bool:
         """Close a session on any node (``kick``); False when no such session exists."""
 
     @abstractmethod
+    def touch(self, session: Session) -> None:
+        """The session's visible details (its name) changed; refresh presence."""
+
+    @abstractmethod
     async def clients(self) -> list[ClientInfo]:
         """Every client connected to the cluster."""
 
-    @abstractmethod
-    async def members(self, topic: str) -> list[ClientInfo]:
-        """Every subscriber of ``topic`` across the cluster (``/who``, requesters)."""
-
-    @abstractmethod
-    async def topics(self, prefix: str) -> list[str]:
-        """Topics with at least one subscriber anywhere whose name starts with ``prefix``."""
-
-    # -- names ---------------------------------------------------------------
+    # -- names -----------------------------------------------------------------------
 
     @abstractmethod
     async def claim_name(self, scope: str, name: str, session: Session) -> bool:
         """Make ``name`` in ``scope`` point at ``session``; False when another holds it.
 
         Claiming a name the session already holds succeeds. Names are
-        case-sensitive and unique per scope across the cluster.
+        case-sensitive and unique per scope across the cluster, and are
+        released when their session leaves.
         """
 
     @abstractmethod
@@ -179,19 +166,11 @@ class Hub(ABC):
     async def names(self, scope: str) -> dict[str, str]:
         """Every name in ``scope`` with the id of the session holding it."""
 
-    # -- shared state --------------------------------------------------------
-
-    @abstractmethod
-    async def append_history(self, key: str, item: str, limit: int) -> None:
-        """Append ``item`` to the list ``key``, keeping only the last ``limit`` items."""
-
-    @abstractmethod
-    async def history(self, key: str) -> list[str]:
-        """The list ``key``, oldest first."""
+    # -- small shared values -----------------------------------------------------------
 
     @abstractmethod
     async def set_value(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key`` (latest service values and the like)."""
+        """Store ``value`` under ``key`` (protocol state shared by the cluster)."""
 
     @abstractmethod
     async def get_value(self, key: str) -> str | None:

@@ -16,19 +16,28 @@ logged.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
+from typing import Protocol as Interface
 
 from wsplex.app.hub import Hub
-from wsplex.app.session import Session
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.publication import Publication
+from wsplex.app.session import HookResult, Session
 from wsplex.config import Settings
 from wsplex.stats import Stats
 
-if TYPE_CHECKING:
-    from wsplex.app.registry import ProtocolRegistry
 
-HookResult = Awaitable[None] | None
+class ProtocolTable(Interface):
+    """The enabled protocols, as ``command`` shows them (implemented by the registry)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def describe(self) -> list[dict[str, str]]: ...
+
+    def __contains__(self, name: object) -> bool: ...
 
 
 @dataclass
@@ -38,7 +47,7 @@ class Context:
     settings: Settings
     hub: Hub
     stats: Stats
-    registry: ProtocolRegistry
+    registry: ProtocolTable
     shutdown: Callable[[], None] = field(default=lambda: None)
 
     @property
@@ -55,6 +64,9 @@ class Protocol:
     description: ClassVar[str] = ""
     #: What a person needs to use it: shown by HELP in the web client.
     help: ClassVar[str] = ""
+    #: A text protocol does not receive publications whose payload is not UTF-8
+    #: (SPEC §10); the hub skips them and counts them in ``/metrics``.
+    text_only: ClassVar[bool] = False
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -77,3 +89,38 @@ class Protocol:
     def on_disconnect(self, session: Session, code: int) -> HookResult:
         """The connection is gone; ``code`` is the close code (1006 if none)."""
         return None
+
+    # -- the topic space (SPEC §10) --------------------------------------------
+
+    def render(self, publication: Publication) -> Outgoing | None:
+        """This protocol's message for ``publication``, or None to drop it.
+
+        Called once per publication for all of this protocol's receivers on a
+        node. The default sends the payload as it is, text or binary (echo).
+        """
+        if publication.is_text:
+            text = publication.text
+            assert text is not None
+            return Outgoing.text(text)
+        return Outgoing.binary(publication.data)
+
+    def deliver(
+        self, publication: Publication, sessions: Mapping[str, Session], exclude: str | None
+    ) -> None:
+        """Hand ``publication`` to this node's ``sessions`` (by id) of this protocol
+        that subscribed to it, but the one whose id is ``exclude``.
+
+        Rendered once for all of them: the sender protocol's own rendering
+        (``publication.native``) for receivers of the same protocol, else
+        :meth:`render`. Override for per-receiver work (MQTT's QoS, say).
+        """
+        native = publication.native
+        message = native if native is not None and publication.sender.protocol == self.name else (
+            self.render(publication)
+        )
+        if message is None:
+            return
+        skipped = sessions.get(exclude) if exclude is not None else None
+        for session in list(sessions.values()):  # a copy: a send may close a receiver
+            if session is not skipped:
+                session.send(message)

@@ -16,13 +16,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from wsplex.app.outgoing import Outgoing
 from wsplex.ws.close import CloseCode
-
-if TYPE_CHECKING:
-    from wsplex.app.protocol import HookResult
 
 log = logging.getLogger("wsplex.session")
 
@@ -37,7 +34,9 @@ class Link(Protocol):
         """Start the closing handshake with ``code`` and ``reason``."""
 
 
-Hook = Callable[..., "HookResult"]
+#: What a hook returns: None when it is done, or an awaitable the session waits for.
+HookResult = Awaitable[None] | None
+Hook = Callable[..., HookResult]
 
 
 class Session:
@@ -48,7 +47,9 @@ class Session:
         "_link",
         "_task",
         "address",
+        "channels",
         "closed",
+        "filters",
         "id",
         "name",
         "protocol",
@@ -76,6 +77,10 @@ class Session:
         self.query = query or {}
         self.state: Any = None  # free for the protocol's per-connection state
         self.closed = False
+        #: The topic filters and channels this session is in, kept by the hub so a
+        #: disconnect costs the session's own subscriptions; None until the first.
+        self.filters: set[str] | None = None
+        self.channels: set[str] | None = None
         self._link = link
         self._task: asyncio.Future[None] | None = None  # the hook being awaited
         self._backlog: deque[tuple[Hook, tuple[Any, ...]]] | None = None

@@ -17,8 +17,8 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 from wsplex import __version__
-from wsplex.app.hub import Hub
 from wsplex.app.registry import ProtocolRegistry
+from wsplex.hub.base import NodeHub
 
 #: Paths that accept a WebSocket upgrade.
 WEBSOCKET_PATHS = frozenset({"/", "/ws"})
@@ -60,7 +60,7 @@ class HttpApp:
     """The plain-HTTP routes of one server."""
 
     def __init__(
-        self, registry: ProtocolRegistry, hub: Hub, metrics: Callable[[], Response] | None = None
+        self, registry: ProtocolRegistry, hub: NodeHub, metrics: Callable[[], Response] | None = None
     ) -> None:
         self.registry = registry
         self.hub = hub

@@ -1,24 +1,28 @@
-"""Fan-out and shared directory for protocols: see :mod:`wsplex.app.hub`."""
+"""The hub: the topic space, channels and directory of SPEC §9 and §10.
+
+:mod:`wsplex.app.hub` is the interface protocols see; :mod:`.local` is this
+node's bookkeeping, shared by :mod:`.memory` (one process) and :mod:`.redis`
+(a cluster sharing Redis).
+"""
 
 from __future__ import annotations
 
-from wsplex.app.hub import ClientInfo, Hub, protocol_topic
 from wsplex.config import Settings
+from wsplex.hub.base import NodeHub
 from wsplex.hub.memory import MemoryHub
 from wsplex.stats import Stats
 
-__all__ = ["ClientInfo", "Hub", "MemoryHub", "create_hub", "protocol_topic"]
+__all__ = ["MemoryHub", "NodeHub", "create_hub"]
 
 
-def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> Hub:
+def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> NodeHub:
     """The one place that picks the hub: Redis with ``--redis``, else memory.
 
     redis is imported only here, and only when asked for, so a single node
     never needs the ``redis`` extra.
     """
     if not settings.redis_url:
-        return MemoryHub(node_id)
+        return MemoryHub(node_id, stats)
     from wsplex.hub.redis import RedisHub
 
-    return RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, stats=stats,
-                    pinned=[protocol_topic(name) for name in settings.protocols])
+    return RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, stats=stats)

@@ -1,93 +1,151 @@
 """The in-memory hub: one process, the embedded default.
 
-Every operation is local, so fan-out goes straight to :meth:`Hub.deliver`, the
-same step the Redis hub's listener calls for messages from other nodes.
+Every operation is local: fan-out goes straight to :meth:`Local.deliver`, the
+step the Redis hub's listener calls for publications from other nodes, and
+the directory is a few dicts.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from wsplex.app.hub import ClientInfo, Hub
+from wsplex.app.hub import ClientInfo
 from wsplex.app.outgoing import Outgoing
+from wsplex.app.publication import Publication
 from wsplex.app.session import Session
+from wsplex.app.topics import is_wildcard, matches
+from wsplex.hub.base import NodeHub
+from wsplex.stats import Stats
 
 
-class MemoryHub(Hub):
-    """A hub for a single process; the directory is a few dicts."""
+class HistoryRules:
+    """Which topics keep their last publications, and how many (``keep_history``)."""
 
-    def __init__(self, node_id: str) -> None:
-        super().__init__(node_id)
-        self._names: dict[str, dict[str, Session]] = {}
-        self._history: dict[str, deque[str]] = {}
+    def __init__(self) -> None:
+        self._rules: list[tuple[str, int]] = []
+
+    def add(self, prefix: str, limit: int) -> None:
+        self._rules = [(p, n) for p, n in self._rules if p != prefix]
+        if limit > 0:
+            self._rules.append((prefix, limit))
+
+    def limit(self, topic: str) -> int:
+        """How many publications ``topic`` keeps: 0 for none."""
+        for prefix, limit in self._rules:
+            if topic.startswith(prefix):
+                return limit
+        return 0
+
+
+class MemoryHub(NodeHub):
+    """A hub for a single process."""
+
+    def __init__(self, node_id: str, stats: Stats | None = None) -> None:
+        super().__init__(node_id, stats)
+        self._retained: dict[str, Publication] = {}
+        self._history: dict[str, deque[Publication]] = {}
+        self.history_rules = HistoryRules()
         self._values: dict[str, str] = {}
 
-    def detach(self, session: Session) -> None:
-        super().detach(session)
-        for holders in self._names.values():
-            for name in [n for n, s in holders.items() if s is session]:
-                del holders[name]
+    # -- the topic space -----------------------------------------------------
 
-    # -- fan-out -------------------------------------------------------------
+    def subscribe(self, topic_filter: str, session: Session) -> None:
+        self.local.subscribe(topic_filter, session)
 
-    def publish(self, topic: str, message: Outgoing, *, exclude: str | None = None) -> None:
-        self.deliver(topic, message, exclude)
+    def unsubscribe(self, topic_filter: str, session: Session) -> None:
+        self.local.unsubscribe(topic_filter, session)
+
+    def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
+        if publication.retain:
+            self._retain(publication)
+        limit = self.history_rules.limit(publication.topic)
+        if limit:
+            kept = self._history.get(publication.topic)
+            if kept is None or kept.maxlen != limit:
+                kept = self._history[publication.topic] = deque(kept or (), maxlen=limit)
+            kept.append(publication)
+        self.local.deliver(publication, exclude)
+
+    def _retain(self, publication: Publication) -> None:
+        if publication.empty:
+            self._retained.pop(publication.topic, None)
+        else:
+            self._retained[publication.topic] = publication
+
+    async def retained(self, topic_filter: str) -> list[Publication]:
+        if not is_wildcard(topic_filter):
+            found = self._retained.get(topic_filter)
+            return [found] if found is not None else []
+        return [p for topic, p in self._retained.items() if matches(topic_filter, topic)]
+
+    def keep_history(self, prefix: str, limit: int) -> None:
+        self.history_rules.add(prefix, limit)
+
+    async def history(self, topic: str) -> list[Publication]:
+        return list(self._history.get(topic, ()))
+
+    async def subscribers(self, topic_filter: str) -> list[ClientInfo]:
+        return [ClientInfo.of(s, self.node_id) for s in self.local.subscribers(topic_filter)]
+
+    async def filters(self, prefix: str) -> list[str]:
+        return [f for f in self.local.filters() if f.startswith(prefix)]
+
+    # -- channels ----------------------------------------------------------------
+
+    def join(self, channel: str, session: Session) -> None:
+        self.local.join(channel, session)
+
+    def leave(self, channel: str, session: Session) -> None:
+        self.local.leave(channel, session)
+
+    def broadcast(self, channel: str, message: Outgoing, *, exclude: str | None = None) -> None:
+        self.local.broadcast(channel, message, exclude)
+
+    async def members(self, channel: str) -> list[ClientInfo]:
+        return [ClientInfo.of(s, self.node_id) for s in self.local.members(channel)]
+
+    async def channels(self, prefix: str) -> list[str]:
+        return [c for c in self.local.channel_names() if c.startswith(prefix)]
+
+    # -- one session -----------------------------------------------------------------
 
     def send_to(self, session_id: str, message: Outgoing) -> None:
-        self.deliver_to(session_id, message)
-
-    # -- control -------------------------------------------------------------
+        self.local.send_to(session_id, message)
 
     async def close_session(self, session_id: str, code: int, reason: str) -> bool:
-        session = self.sessions.get(session_id)
+        session = self.local.sessions.get(session_id)
         if session is None:
             return False
         session.close(code, reason)
         return True
 
+    def touch(self, session: Session) -> None:
+        """Presence is the session itself: nothing to refresh."""
+
     async def clients(self) -> list[ClientInfo]:
-        return [ClientInfo.of(s, self.node_id) for s in self.sessions.values()]
+        return [ClientInfo.of(s, self.node_id) for s in self.local.sessions.values()]
 
-    async def members(self, topic: str) -> list[ClientInfo]:
-        return [ClientInfo.of(s, self.node_id) for s in self.local_subscribers(topic)]
-
-    async def topics(self, prefix: str) -> list[str]:
-        return [topic for topic in self._topics if topic.startswith(prefix)]
-
-    # -- names ---------------------------------------------------------------
+    # -- names -----------------------------------------------------------------------
 
     async def claim_name(self, scope: str, name: str, session: Session) -> bool:
-        holders = self._names.setdefault(scope, {})
-        holder = holders.get(name)
+        holder = self.local.holder(scope, name)
         if holder is not None and holder is not session:
             return False
-        holders[name] = session
+        if session.id in self.local.sessions:  # a session that already left holds nothing
+            self.local.hold(scope, name, session)
         return True
 
     async def release_name(self, scope: str, name: str, session: Session) -> None:
-        holders = self._names.get(scope, {})
-        if holders.get(name) is session:
-            del holders[name]
+        self.local.drop(scope, name, session)
 
     async def lookup_name(self, scope: str, name: str) -> str | None:
-        holder = self._names.get(scope, {}).get(name)
+        holder = self.local.holder(scope, name)
         return holder.id if holder is not None else None
 
     async def names(self, scope: str) -> dict[str, str]:
-        return {name: s.id for name, s in self._names.get(scope, {}).items()}
+        return {name: s.id for name, s in self.local.names(scope).items()}
 
-    # -- shared state --------------------------------------------------------
-
-    async def append_history(self, key: str, item: str, limit: int) -> None:
-        if limit <= 0:
-            return
-        items = self._history.get(key)
-        if items is None or items.maxlen != limit:
-            items = self._history[key] = deque(items or (), maxlen=limit)
-        items.append(item)
-
-    async def history(self, key: str) -> list[str]:
-        return list(self._history.get(key, ()))
+    # -- small shared values -------------------------------------------------------------
 
     async def set_value(self, key: str, value: str) -> None:
         self._values[key] = value

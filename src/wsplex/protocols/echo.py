@@ -1,17 +1,18 @@
 """``echo``: every message goes to every echo client, the sender included (SPEC §2).
 
-The server subscribes every session to its protocol's topic, so echo only
-publishes: one ``Outgoing`` per message, framed once for all receivers.
+Echo is topic ``echo`` of the topic space (SPEC §10): each echo session
+subscribes to it, and each message is a publication there, not retained, so
+an MQTT or JSONsvc client that subscribes to ``echo`` hears the echo clients
+and one that publishes on ``echo`` is heard by them. The sender's identity is
+its session id (others see ``echo:ID``). A message from an echo client is
+framed once, as it was sent, for every echo receiver (``native``).
 """
 
 from __future__ import annotations
 
-from wsplex.app.hub import protocol_topic
-from wsplex.app.outgoing import Outgoing
-from wsplex.app.protocol import HookResult, Protocol
-from wsplex.app.session import Session
+from wsplex.app import HookResult, Outgoing, Protocol, Publication, Sender, Session
 
-TOPIC = protocol_topic("echo")
+TOPIC = "echo"
 
 
 class EchoProtocol(Protocol):
@@ -19,12 +20,16 @@ class EchoProtocol(Protocol):
     description = "Every message goes to every echo client, the sender included."
     help = (
         "Send any message, text or binary: it comes back to you and to every other\n"
-        "client connected with the echo protocol, with its type unchanged."
+        "client connected with the echo protocol, with its type unchanged.\n"
+        "It is topic 'echo' for every other protocol of this server."
     )
 
+    def on_connect(self, session: Session) -> HookResult:
+        session.state = Sender(self.name, session.id)
+        self.hub.subscribe(TOPIC, session)
+        return None
+
     def on_message(self, session: Session, message: str | bytes) -> HookResult:
-        if isinstance(message, str):
-            self.hub.publish(TOPIC, Outgoing.text(message))
-        else:
-            self.hub.publish(TOPIC, Outgoing.binary(message))
+        native = Outgoing.text(message) if isinstance(message, str) else Outgoing.binary(message)
+        self.hub.publish(Publication(TOPIC, message, session.state, native=native))
         return None

@@ -1,21 +1,22 @@
-"""``JSONsvc``: named peers and services (SPEC §5); the wire format is in :mod:`.wire`.
+"""``JSONsvc``: named peers and services (SPEC §5, §10); the wire format is in :mod:`.wire`.
 
 Every client has a name; any client sends to any other by name, and clients
-provide and request named services whose latest value the server keeps.
-Everything shared lives behind the hub, so the same code serves one process
-or a Redis cluster:
+provide and request named services. A service ``S`` is topic ``S`` of the topic
+space (SPEC §10), so JSONsvc clients hear chat rooms, echo and the standard
+protocols, and are heard by them:
 
 * client names: hub names in scope ``JSONsvc`` (claimed by the first message);
-* requesters of service S: subscribers of topic ``jsonsvc:svc:S``; a ``put``
-  is published there, so it fans out on every node;
-* providers of S: subscribers of topic ``jsonsvc:provider:S`` (presence only,
-  nothing is published there); a service may have several providers;
-* the latest value of S: hub value ``JSONsvc.value:S`` (the message as
-  requesters got it, who sent it, and when);
+* ``requests`` S subscribes to filter S (``sensors/+`` and ``#`` allowed);
+  ``put`` S publishes a retained publication on topic S, which every protocol's
+  subscribers receive and which is the latest value ``get`` answers from; a
+  requester receives a publication as ``{"from":SENDER,"put":"T"}>PAYLOAD``, or
+  as the provider's message itself when the sender is a JSONsvc client;
+* providers of S: members of the channel ``jsonsvc:provider:S`` (presence
+  only, nothing is sent there); a service may have several providers;
 * clients waiting for the answer to a forwarded ``get``: hub values
   ``JSONsvc.waiting:S\\n<session id>``, answered and deleted by the next ``put``.
 
-Decisions where SPEC §5 is silent (also in the README):
+Decisions where SPEC §5 and §10 are silent (also in the README):
 
 * ``to`` decides who handles a message. ``to`` a client name: the message is
   private and only routed, unchanged except ``from``; the server does not act
@@ -23,26 +24,38 @@ Decisions where SPEC §5 is silent (also in the README):
   ``"to":"JSONsvc"``: the server acts on those keys, then on ``cmd``.
 * A connection keeps the name its first message claimed. A later message with
   another ``from`` is handled as coming from the registered name (``from`` is
-  rewritten): a client cannot rename itself or speak as another.
+  rewritten): a client cannot rename itself or speak as another. Names may
+  not contain ``:`` (SPEC §10).
 * ``put`` makes its sender a provider of the service, as ``provides`` does.
   ``requests`` subscribes to future values only; ask with ``get`` for the
   current one (both may be in one message). A latest value outlives its
-  provider's connection, so ``get`` keeps answering from it.
+  provider's connection, so ``get`` keeps answering from it. A ``put`` with
+  empty data (or none) is still pushed to requesters but clears the latest
+  value: an empty retained publication clears its topic (SPEC §10).
+* ``put``, ``get`` and ``provides`` name topics: no ``+`` or ``#``, and
+  ``$SYS/...`` belongs to the server; ``requests`` takes filters.
 * A binary frame gets an error reply, like any other bad message.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
-from wsplex.app.hub import ClientInfo
-from wsplex.app.outgoing import Outgoing
-from wsplex.app.protocol import Context, HookResult, Protocol
-from wsplex.app.session import Session
+from wsplex.app import (
+    ClientInfo,
+    Context,
+    HookResult,
+    Outgoing,
+    Protocol,
+    Publication,
+    Sender,
+    Session,
+    filter_error,
+    is_server_topic,
+    topic_error,
+)
 from wsplex.protocols.jsonsvc.wire import (
     HEADER_LIMIT,
     NAME_LIMIT,
@@ -57,9 +70,7 @@ from wsplex.protocols.jsonsvc.wire import (
 
 #: The hub scope of client names.
 NAME_SCOPE: Final = SERVER_NAME
-_REQUESTERS: Final = "jsonsvc:svc:"
 _PROVIDERS: Final = "jsonsvc:provider:"
-_VALUE: Final = "JSONsvc.value:"
 _WAITING: Final = "JSONsvc.waiting:"
 
 COMMANDS: Final = ("clients", "services", "whoami", "help")
@@ -81,16 +92,8 @@ Any other key is passed through to the receiver. Errors come back as
 Headers are limited to {HEADER_LIMIT} characters; the data to the message size limit."""
 
 
-def requesters_topic(service: str) -> str:
-    return _REQUESTERS + service
-
-
-def providers_topic(service: str) -> str:
+def providers_channel(service: str) -> str:
     return _PROVIDERS + service
-
-
-def value_key(service: str) -> str:
-    return _VALUE + service
 
 
 def waiting_prefix(service: str) -> str:
@@ -103,6 +106,7 @@ class Peer:
     """One connection's JSONsvc state (``session.state``)."""
 
     name: str | None = None
+    sender: Sender | None = None  # the publications' sender, once named
     waiting: set[str] = field(default_factory=set)  # waiting keys of its forwarded gets
 
 
@@ -110,11 +114,13 @@ class JSONsvcProtocol(Protocol):
     name = SERVER_NAME
     description = "Named peers and services: JSON headers, routing by name, latest values pushed."
     help = HELP
+    text_only = True
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
-        # Services known to have a value. Values are never deleted, so this only
-        # grows, and it spares each put of a known service a directory read.
+        # Services known to have a value: spares each put of a known service a
+        # directory read. Only a hint: a cleared value makes the next put look
+        # like a later one, which only skips answering gets that cannot wait.
         self._valued: set[str] = set()
 
     def on_connect(self, session: Session) -> HookResult:
@@ -138,6 +144,16 @@ class JSONsvcProtocol(Protocol):
             return None
         return self._leave(session, peer, peer.name)
 
+    # -- the topic space (SPEC §10) ----------------------------------------------
+
+    def render(self, publication: Publication) -> Outgoing | None:
+        """A publication of another protocol, as a JSONsvc requester receives it."""
+        text = publication.text
+        if text is None:
+            return None
+        header = dump({"from": publication.sender.seen_by(self.name), "put": publication.topic})
+        return Outgoing.text(f"{header}>{text}")
+
     # -- one message -----------------------------------------------------------
 
     async def _handle(self, session: Session, peer: Peer, message: Message) -> None:
@@ -149,10 +165,14 @@ class JSONsvcProtocol(Protocol):
         if message.to is not None and message.to != SERVER_NAME:
             await self._route(session, name, message)
             return
+        problem = self._check_topics(message)
+        if problem is not None:
+            self._error(session, name, problem)
+            return
         for service in message.provides:
-            self.hub.subscribe(providers_topic(service), session)
+            self.hub.join(providers_channel(service), session)
         for service in message.requests:
-            self.hub.subscribe(requesters_topic(service), session)
+            self.hub.subscribe(service, session)
         if message.put:
             await self._put(session, name, message)
         if message.get:
@@ -161,12 +181,28 @@ class JSONsvcProtocol(Protocol):
         if command is not None:
             await self._command(session, name, command)
 
+    @staticmethod
+    def _check_topics(message: Message) -> str | None:
+        """Service names are topics (SPEC §10): ``requests`` takes filters, the rest names."""
+        for service in message.requests:
+            problem = filter_error(service)
+            if problem is not None:
+                return f'"requests": {problem}'
+        for key, services in (("put", message.put), ("get", message.get), ("provides", message.provides)):
+            for service in services:
+                problem = topic_error(service)
+                if problem is None and is_server_topic(service) and key != "get":
+                    problem = f"topic {service!r} is reserved for the server"
+                if problem is not None:
+                    return f'"{key}": {problem}'
+        return None
+
     async def _register(self, session: Session, peer: Peer, claimed: str) -> str | None:
         """The first message's ``from`` becomes the connection's name, if it is free."""
         if not valid_name(claimed):
             reason = (
                 f"name {claimed!r} is reserved" if claimed == SERVER_NAME
-                else f"invalid name {claimed!r}: 1-{NAME_LIMIT} printable characters"
+                else f"invalid name {claimed!r}: 1-{NAME_LIMIT} printable characters without ':'"
             )
             self._error(session, claimed, reason)
             return None
@@ -174,6 +210,7 @@ class JSONsvcProtocol(Protocol):
             self._error(session, claimed, f"name {claimed!r} is taken")
             return None
         peer.name = session.name = claimed
+        peer.sender = Sender(self.name, claimed)
         self.hub.touch(session)
         return claimed
 
@@ -188,18 +225,17 @@ class JSONsvcProtocol(Protocol):
     # -- services --------------------------------------------------------------
 
     async def _put(self, session: Session, name: str, message: Message) -> None:
-        """Keep the message as the latest value, push it to requesters and waiting getters."""
-        text = with_sender(message, name)
-        outgoing = Outgoing.text(text)
-        record = dump({"message": text, "from": name, "time": time.time()})
+        """Publish the data, retained, on each service's topic; answer waiting getters."""
+        native = Outgoing.text(with_sender(message, name))
+        payload = message.data or ""
+        sender = session.state.sender
         for service in message.put:
-            self.hub.subscribe(providers_topic(service), session)
-            first = service not in self._valued and await self.hub.get_value(value_key(service)) is None
-            await self.hub.set_value(value_key(service), record)
+            self.hub.join(providers_channel(service), session)
+            first = service not in self._valued and not await self.hub.retained(service)
             self._valued.add(service)
-            self.hub.publish(requesters_topic(service), outgoing)
+            self.hub.publish(Publication(service, payload, sender, retain=True, native=native))
             if first:
-                await self._answer_waiting(service, outgoing)
+                await self._answer_waiting(service, native)
 
     async def _answer_waiting(self, service: str, outgoing: Outgoing) -> None:
         """Clients whose ``get`` went to the provider get the first ``put`` once, unless
@@ -211,19 +247,19 @@ class JSONsvcProtocol(Protocol):
         waiting = await self.hub.values(waiting_prefix(service))
         if not waiting:
             return
-        requesters = {client.id for client in await self.hub.members(requesters_topic(service))}
+        requesters = {client.id for client in await self.hub.subscribers(service)}
         for key, session_id in waiting.items():
             await self.hub.delete_value(key)
             if session_id not in requesters:
                 self.hub.send_to(session_id, outgoing)
 
     async def _get(self, session: Session, peer: Peer, name: str, message: Message) -> None:
-        """Answer from the latest value, or forward the request to the service's providers."""
+        """Answer from the retained publication, or forward the request to the providers."""
         providers: dict[str, None] = {}  # session ids, each asked once
         for service in message.get:
             if await self._answer_from_value(session, service):
                 continue
-            found = await self.hub.members(providers_topic(service))
+            found = await self.hub.members(providers_channel(service))
             if not found:
                 self._error(session, name, f"service {service!r} has no provider")
                 continue
@@ -241,11 +277,16 @@ class JSONsvcProtocol(Protocol):
                 self.hub.send_to(session_id, outgoing)
 
     async def _answer_from_value(self, session: Session, service: str) -> bool:
-        record = await self.hub.get_value(value_key(service))
-        if record is None:
+        found = await self.hub.retained(service)
+        if not found:
+            return False
+        latest = found[0]
+        message = latest.native if latest.native is not None and latest.sender.protocol == self.name \
+            else self.render(latest)
+        if message is None:  # a retained payload that is not text: no value for JSONsvc
             return False
         self._valued.add(service)
-        session.send_text(orjson.loads(record)["message"])
+        session.send(message)
         return True
 
     # -- server commands -------------------------------------------------------
@@ -267,27 +308,31 @@ class JSONsvcProtocol(Protocol):
         session.send_text(dump(reply))
 
     async def _services(self) -> dict[str, dict[str, Any]]:
-        """Every service with a provider, a requester or a value, across the cluster."""
-        values = await self.hub.values(_VALUE)
-        services = {key[len(_VALUE):] for key in values}
-        services.update(t[len(_PROVIDERS):] for t in await self.hub.topics(_PROVIDERS))
-        services.update(t[len(_REQUESTERS):] for t in await self.hub.topics(_REQUESTERS))
+        """Every service with a provider, a JSONsvc requester or a value, across the cluster."""
+        latest = {p.topic: p for p in await self.hub.retained("#")}
+        services = set(latest)
+        services.update(c[len(_PROVIDERS):] for c in await self.hub.channels(_PROVIDERS))
+        requesters: dict[str, list[str]] = {}
+        for topic_filter in await self.hub.filters(""):
+            names = _names(c for c in await self.hub.subscribers(topic_filter) if c.protocol == self.name)
+            if names:
+                requesters[topic_filter] = names
+        services.update(requesters)
         result: dict[str, dict[str, Any]] = {}
         for service in sorted(services):
-            record = values.get(value_key(service))
-            latest = orjson.loads(record) if record is not None else None
+            value = latest.get(service)
             result[service] = {
-                "providers": _names(await self.hub.members(providers_topic(service))),
-                "requesters": _names(await self.hub.members(requesters_topic(service))),
-                "updated": latest["time"] if latest else None,
-                "updated_by": latest["from"] if latest else None,
+                "providers": _names(await self.hub.members(providers_channel(service))),
+                "requesters": requesters.get(service, []),
+                "updated": value.time if value else None,
+                "updated_by": value.sender.seen_by(self.name) if value else None,
             }
         return result
 
     # -- leaving and errors ----------------------------------------------------
 
     async def _leave(self, session: Session, peer: Peer, name: str) -> None:
-        """Free the name and forget pending gets; the hub drops the topic subscriptions."""
+        """Free the name and forget pending gets; the hub drops subscriptions and channels."""
         await self.hub.release_name(NAME_SCOPE, name, session)
         for key in peer.waiting:
             await self.hub.delete_value(key)
@@ -297,6 +342,5 @@ class JSONsvcProtocol(Protocol):
         session.send_text(dump({"from": SERVER_NAME, "to": sender, "error": reason}))
 
 
-def _names(clients: list[ClientInfo]) -> list[str]:
+def _names(clients: Iterable[ClientInfo]) -> list[str]:
     return sorted({client.name for client in clients if client.name is not None})
-

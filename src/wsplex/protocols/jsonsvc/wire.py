@@ -176,8 +176,10 @@ def _service_names(value: object) -> tuple[str, ...] | str:
 
 
 def valid_name(name: str) -> bool:
-    """A client name: 1-64 printable characters (any script), not the server's own name."""
-    return 0 < len(name) <= NAME_LIMIT and name.isprintable() and name != SERVER_NAME
+    """A client name: 1-64 printable characters (any script) without ``:``, not the
+    server's own name. SPEC §10: other protocols see a JSONsvc client as
+    ``JSONsvc:NAME``, so a ``:`` in a name could pass for another protocol's client."""
+    return 0 < len(name) <= NAME_LIMIT and name.isprintable() and ":" not in name and name != SERVER_NAME
 
 
 def valid_service(name: str) -> bool:
