@@ -62,6 +62,13 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_redis_dropped",
                                   "Messages for other nodes dropped while Redis was unreachable",
                                   value=stats.redis_dropped)
+        not_text = CounterMetricFamily(
+            "wsplex_publications_not_text",
+            "Publications a text protocol did not receive: their payload is not UTF-8 (by receiving protocol)",
+            labels=["protocol"])
+        for protocol, count in sorted(stats.not_text_dropped.items()):
+            not_text.add_metric([protocol], count)
+        yield not_text
         yield GaugeMetricFamily("wsplex_uptime_seconds", "Seconds since the node started",
                                 value=stats.uptime)
 
