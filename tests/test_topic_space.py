@@ -64,7 +64,7 @@ async def recv_text(ws: ClientConnection) -> str:
 
 
 def header(data: dict[str, Any], payload: str | None = None) -> str:
-    text = json.dumps(data, ensure_ascii=False)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return text if payload is None else f"{text}>{payload}"
 
 
