@@ -1,5 +1,154 @@
-"""The server: transport, hub, protocols and HTTP routes wired together."""
+"""The composition root: settings in, a running server out.
 
-from wsplex.transport.connection import Server, install_event_loop, tls_context
+:class:`Server` builds the hub, the protocols and the HTTP routes, binds the
+handshake decision (:mod:`wsplex.http.handshake`) to them, and asks the
+transport to listen. It runs what spans every connection: the keepalive sweep
+and the graceful shutdown. The WebSocket library stays inside
+:mod:`wsplex.transport`: nothing here imports it.
+"""
 
-__all__ = ["Server", "install_event_loop", "tls_context"]
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from wsplex.app.protocol import Context, Protocol
+from wsplex.app.registry import ProtocolRegistry
+from wsplex.config import Settings
+from wsplex.http.admission import ConnectionCounter
+from wsplex.http.handshake import decide
+from wsplex.http.metrics import MetricsEndpoint
+from wsplex.http.routes import HttpApp
+from wsplex.hub import NodeHub, create_hub
+from wsplex.stats import Stats
+from wsplex.transport.connection import Connection, Shared
+from wsplex.transport.flusher import Flusher
+from wsplex.transport.listener import Listener
+from wsplex.ws.close import CloseCode
+
+log = logging.getLogger("wsplex.server")
+
+#: How often the shutdown checks whether every connection has gone.
+_DRAIN_POLL = 0.05
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server-side TLS for ``wss://`` and ``https://`` on the one port (SPEC §8)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class Server:
+    """A wsplex server: protocols, hub, HTTP routes and the listening socket."""
+
+    def __init__(self, settings: Settings, hub: NodeHub | None = None) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or os.urandom(3).hex()
+        self.stats = Stats()
+        self.hub = hub or create_hub(settings, self.node_id, self.stats)
+        self.registry = ProtocolRegistry.build(settings.protocols, settings.protocol_modules)
+        self.context = Context(settings, self.hub, self.stats, self.registry, self.request_shutdown)
+        self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
+        self.hub.bind(self.protocols)  # they render publications for their own sessions
+        self.http = HttpApp(self.registry, self.hub, MetricsEndpoint(self.stats, tuple(self.registry.names)))
+        self.counter = ConnectionCounter(settings.max_connections, settings.max_connections_per_ip)
+        shared = Shared(
+            settings, self.stats, self.hub, self.counter, Flusher(),
+            send_buffer_cap=max(settings.max_send_buffer, 2 * settings.max_message_size),
+            connections=set(),
+        )
+        self.listener = Listener(shared, self.protocols,
+                                 partial(decide, settings=settings, registry=self.registry),
+                                 self.http.handle)
+        self._keepalive: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self.listener.connections
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the listening socket; returns once it accepts connections."""
+        await self.hub.start()
+        for protocol in self.protocols.values():
+            await protocol.start()
+        settings = self.settings
+        tls = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = tls_context(settings.tls_cert, settings.tls_key)
+        await self.listener.start(tls)
+        if settings.ping_interval > 0:
+            self._keepalive = asyncio.create_task(self._keepalive_loop())
+        log.info("wsplex listening on %s%s, protocols %s", ", ".join(self.addresses),
+                 " (TLS)" if tls is not None else "", ", ".join(self.registry.names))
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.listener.addresses
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def request_shutdown(self) -> None:
+        """Ask for a graceful shutdown (signal handlers, ``killserver``)."""
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`request_shutdown`, then shut down gracefully."""
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 and wait for them, at most ``shutdown_timeout`` (SPEC §8)."""
+        self.listener.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        for connection in list(self.connections):
+            connection.session.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self._drain(self.settings.shutdown_timeout)
+        for protocol in self.protocols.values():
+            await protocol.stop()
+        await self.hub.stop()
+        log.info("wsplex stopped")
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(_DRAIN_POLL)
+        for connection in list(self.connections):
+            connection.abort()
+        await asyncio.sleep(0)
+
+    async def _keepalive_loop(self) -> None:
+        """One sweep for all connections: ping, then check for pongs after the timeout."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.ping_interval)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.ping(now)
+            loop.call_later(settings.ping_timeout, self._check_pongs, now)
+
+    def _check_pongs(self, deadline: float) -> None:
+        for connection in list(self.connections):
+            connection.check_pong(deadline)
+
+
+def install_event_loop() -> Callable[..., Any]:
+    """uvloop where the platform has it (SPEC decision), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run

@@ -42,11 +42,13 @@ class Refusal(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A refusal with the status it produces (the h11 habit) and a plain-text reason."""
+    """A refusal with the status it produces (the h11 habit), a plain-text reason,
+    and any header the status calls for (426 names the version, RFC 6455 §4.2.2)."""
 
     status: HTTPStatus
     reason: Refusal
     text: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class ConnectionCounter:

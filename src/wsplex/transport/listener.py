@@ -1,0 +1,244 @@
+"""The listening socket and the picows protocol factory.
+
+:class:`Listener` opens the port and gives each accepted socket a
+:class:`PicowsProtocol`. At the upgrade request it asks the handshake decision
+(:func:`wsplex.http.handshake.decide`, given to it by the server), admits the
+connection slot, and translates the outcome into picows' response objects.
+It knows the server only through the values it is built with (:class:`Shared`,
+the protocols, the decision and the routes), so nothing here imports
+:mod:`wsplex.server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from typing import Any, Final, cast
+
+from picows import (
+    PICOWS_DEBUG_LL,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
+
+from wsplex.app.protocol import Protocol as AppProtocol
+from wsplex.http.admission import Refusal, Refused
+from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
+from wsplex.http.routes import Response
+from wsplex.transport.connection import Connection, Shared
+from wsplex.transport.picows_workarounds import (
+    PICOWS_MAX_HEADER_SIZE,
+    GuardedTransport,
+    check_picows_version,
+    is_header_overflow,
+    is_parser_failure,
+    normalise_connection_header,
+    parser_error,
+    raw_response,
+)
+from wsplex.ws.close import CloseCode
+
+log = logging.getLogger("wsplex.server")
+_picows_log = logging.getLogger("wsplex.picows")
+
+#: picows' read buffer starts here and doubles on demand. Its floor is 2 KiB,
+#: which keeps idle connections cheap (its default is 16 KiB).
+READ_BUFFER: Final = 2048
+_BACKLOG: Final = 4096
+
+
+class Listener:
+    """One listening socket and its connections."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        protocols: Mapping[str, AppProtocol],
+        decide: Callable[[Request], Decision],
+        routes: Callable[[str], Response],
+    ) -> None:
+        check_picows_version()
+        self.shared = shared
+        self.protocols = protocols
+        self.decide = decide
+        self.routes = routes
+        settings = shared.settings
+        header_limit = min(settings.max_header_size, PICOWS_MAX_HEADER_SIZE)
+        self.too_large = raw_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                      f"request headers larger than {header_limit} bytes")
+        self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
+                                      f"handshake not completed within {settings.handshake_timeout:g} s")
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self.shared.connections
+
+    async def start(self, tls: ssl.SSLContext | None) -> None:
+        """Open the listening socket; returns once it accepts connections."""
+        settings = self.shared.settings
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: PicowsProtocol(self),
+            host=settings.host,
+            port=settings.port,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+            backlog=_BACKLOG,
+            ssl=tls,
+            ssl_handshake_timeout=settings.handshake_timeout if tls is not None else None,
+        )
+
+    def close(self) -> None:
+        """Stop accepting; open connections stay."""
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        if self._server is None:
+            return []
+        return [format_peer(sock.getsockname()) for sock in self._server.sockets]
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        sock: socket.socket = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    def answer(self, request: WSUpgradeRequest, peer: Any, guard: GuardedTransport) -> Connection | Response:
+        """A connection to upgrade to, or the HTTP response to send instead."""
+        decision = self.decide(Request(request.method, request.path, request.version,
+                                       list(request.headers.items()), peer))
+        if type(decision) is Route:
+            return self.routes(decision.target)
+        if type(decision) is Accept:
+            refused = self.shared.counter.admit(decision.address)  # the slot, released by Connection
+            if refused is None:
+                log.debug("accepted %s: offered %s, chose %s", decision.remote,
+                          ",".join(decision.offered) or "-", decision.protocol)
+                normalise_connection_header(request.headers)
+                return Connection(self.shared, self.protocols[decision.protocol], decision, guard)
+            decision = refused
+        return self._refuse(cast(Refused, decision), peer)
+
+    def _refuse(self, refused: Refused, peer: Any) -> Response:
+        self.shared.stats.refusals[refused.reason] += 1
+        level = logging.WARNING if refused.status == HTTPStatus.SERVICE_UNAVAILABLE else logging.DEBUG
+        log.log(level, "refused %s: %s", format_peer(peer), refused.text)
+        return refusal_response(refused)
+
+
+class PicowsProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' protocol, told the peer address, and acting as its own logger.
+
+    picows logs through the object it is given; this one routes its messages to
+    ``wsplex.picows`` at debug level (a client's bad frame is not a server error)
+    and reads the few messages the workarounds depend on (``picows_workarounds``).
+    """
+
+    __slots__ = ("_listener", "accounted", "connection", "guard", "peer")
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self.peer: Any = None
+        self.connection: Connection | None = None
+        self.guard: GuardedTransport | None = None
+        #: The handshake's outcome has been counted (an answer of ours, a timeout, oversize headers).
+        self.accounted = False
+        settings = listener.shared.settings
+        super().__init__(
+            None, None, False,  # host+port and path: client-side only
+            self._listener_for,
+            self,  # logger, see the class docstring
+            True,  # disconnect on exception
+            settings.handshake_timeout,
+            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,  # keepalive is ours
+            False,  # pings are answered by Connection, see its module docstring
+            settings.max_message_size,  # a frame can never be bigger than a message
+            None,
+            READ_BUFFER,
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer = transport.get_extra_info("peername")
+        self.guard = GuardedTransport(cast(asyncio.Transport, transport), self._listener.too_large)
+        super().connection_made(self.guard)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        connection = self.connection
+        if connection is not None:
+            # Accepted by Listener.answer but never upgraded (picows refused the
+            # request after us): on_ws_disconnected will not run, so release here.
+            connection.release()
+        never_upgraded = connection is None or connection.transport is None
+        if never_upgraded and not self.accounted and self.guard is not None and self.guard.wrote:
+            # picows answered 400 itself: a malformed request, before or after Listener.answer.
+            self._listener.shared.stats.refusals[Refusal.BAD_REQUEST] += 1
+        self.connection = None  # the connection holds the session; let both go with this protocol
+        self.guard = None
+
+    def _handshake_timeout_callback(self) -> None:
+        """picows' handshake timeout fired: answer 408 before it drops the client."""
+        if self.guard is not None and not self.guard.wrote:
+            self.accounted = True
+            self._listener.shared.stats.refusals[Refusal.HANDSHAKE_TIMEOUT] += 1
+            self.guard.unanswered = self._listener.timed_out
+            log.debug("handshake timeout for %s", format_peer(self.peer))
+        super()._handshake_timeout_callback()
+
+    def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
+        assert self.guard is not None
+        answer = self._listener.answer(request, self.peer, self.guard)
+        if isinstance(answer, Connection):
+            self.connection = answer
+            subprotocol = answer.subprotocol
+            headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol is not None else {}
+            response = WSUpgradeResponse.create_101_response(headers)
+            return WSUpgradeResponseWithListener(response, answer)
+        self.accounted = True
+        return WSUpgradeResponseWithListener(_picows_response(answer), None)
+
+    # -- the logger interface picows uses --------------------------------------
+
+    def isEnabledFor(self, level: int) -> bool:
+        return _picows_log.isEnabledFor(level)
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        _picows_log.log(level, msg, *args)
+
+    def debug(self, msg: str, *args: Any) -> None:
+        _picows_log.debug(msg, *args)
+
+    def info(self, msg: str, *args: Any) -> None:
+        if is_header_overflow(msg):
+            self.accounted = True
+            self._listener.shared.stats.refusals[Refusal.HEADER_SIZE] += 1
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        failure = parser_error(msg, args)
+        if failure is not None and self.connection is not None:
+            self.connection.parser_failed(*failure)
+        _picows_log.log(PICOWS_DEBUG_LL, msg, *args)
+
+    def exception(self, msg: str, *args: Any) -> None:
+        if is_parser_failure(msg) and self.connection is not None:
+            self.connection.parser_failed(CloseCode.PROTOCOL_ERROR, "frame parser failure")
+        _picows_log.error(msg, *args, exc_info=True)
+
+
+def _picows_response(answer: Response) -> Any:
+    headers = {"Content-Type": answer.content_type, **answer.headers}
+    if answer.status >= 400:
+        return WSUpgradeResponse.create_error_response(answer.status, answer.body, headers)
+    return WSUpgradeResponse.create_ok_response(answer.body, headers)
