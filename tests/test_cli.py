@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import WsplexProcess, free_port
+from support import WsplexProcess, free_port
 
 Spawn = Callable[..., WsplexProcess]
 TESTS = str(Path(__file__).parent)
@@ -53,8 +53,8 @@ def test_help_explains_every_flag() -> None:
         ["--protocols", "echo,nope"], ["--protocols", ""], ["--max-message-size", "0"],
         ["--max-message-size", "big"], ["--prefer", "nobody"], ["--default-protocol", "chat",
                                                                  "--protocols", "echo"],
-        ["--protocol-module", "no_such_module:Thing"], ["--protocol-module", "sample_protocols"],
-        ["--protocol-module", "sample_protocols:NotAProtocol"], ["--no-such-flag"],
+        ["--protocol-module", "no_such_module:Thing"], ["--protocol-module", "support.sample_protocols"],
+        ["--protocol-module", "support.sample_protocols:NotAProtocol"], ["--no-such-flag"],
     ],
 )
 def test_bad_flag_values_are_one_line_and_status_2(args: list[str]) -> None:
@@ -153,7 +153,7 @@ def test_http_routes(spawn: Spawn) -> None:
 
 
 def test_protocol_module_from_outside_the_package(spawn: Spawn) -> None:
-    child = spawn("--protocols", "echo", "--protocol-module", "sample_protocols:Shout",
+    child = spawn("--protocols", "echo", "--protocol-module", "support.sample_protocols:Shout",
                   env={"PYTHONPATH": TESTS})
     _, _, body = get(child.http + "/protocols")
     assert [p["name"] for p in json.loads(body)["protocols"]] == ["echo", "shout"]
@@ -163,4 +163,4 @@ def test_protocol_module_from_outside_the_package(spawn: Spawn) -> None:
             await ws.send("quiet please")
             return await ws.recv()
 
-    assert asyncio.run(session()) == "QUIET PLEASE"
+    assert asyncio.run(session()) == "1: QUIET PLEASE"  # the sender, as a shout client sees it

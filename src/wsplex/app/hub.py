@@ -163,6 +163,11 @@ class Hub(ABC):
         """The id of the session holding ``name`` in ``scope``, or None."""
 
     @abstractmethod
+    def holder_here(self, scope: str, name: str) -> str | None:
+        """The id of the session of *this node* holding ``name``, or None: an answer
+        without a round trip, for hot paths that try it before :meth:`lookup_name`."""
+
+    @abstractmethod
     async def names(self, scope: str) -> dict[str, str]:
         """Every name in ``scope`` with the id of the session holding it."""
 

@@ -55,6 +55,10 @@ class NodeHub(Hub):
         """A session connected to this node."""
         self.local.attach(session)
 
+    def holder_here(self, scope: str, name: str) -> str | None:
+        holder = self.local.holder(scope, name)
+        return holder.id if holder is not None else None
+
     def detach(self, session: Session) -> None:
         """A session left this node: it leaves every filter, channel and name it had."""
         self.local.detach(session)

@@ -136,6 +136,14 @@ class JSONsvcProtocol(Protocol):
         if isinstance(parsed, WireError):
             self._error(session, peer.name or parsed.sender, parsed.reason)
             return None
+        to = parsed.to
+        if peer.name is not None and to is not None and to != SERVER_NAME:
+            # The hot path, a message to a named client: no coroutine when the
+            # receiver is on this node.
+            target = self.hub.holder_here(NAME_SCOPE, to)
+            if target is not None:
+                self.hub.send_to(target, Outgoing.text(with_sender(parsed, peer.name)))
+                return None
         return self._handle(session, peer, parsed)
 
     def on_disconnect(self, session: Session, code: int) -> HookResult:
