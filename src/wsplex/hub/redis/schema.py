@@ -1,4 +1,4 @@
-"""What the Redis hub keeps in Redis, and how its messages look on a channel.
+"""What the Redis hub keeps in Redis, and how its messages look on a channel (SPEC §9, §10).
 
 Keys (``P`` is ``wsplex:DB:``; the database number is in it because pub/sub
 channels are shared by every database of a server):
@@ -6,29 +6,58 @@ channels are shared by every database of a server):
 * ``P:nodes`` (set) the nodes that have run; ``P:alive:NODE`` (string, TTL)
   which of them are alive;
 * ``P:presence:NODE`` (hash, TTL) session id -> JSON of the client;
-* ``P:topics:NODE`` (set, TTL) topics with local subscribers;
-  ``P:members:NODE:TOPIC`` (set, TTL) their session ids;
+* ``P:filters:NODE`` (set, TTL) topic filters with subscribers on the node,
+  ``P:fmembers:NODE:FILTER`` (set, TTL) their session ids;
+* ``P:channels:NODE`` (set, TTL) channels with members on the node,
+  ``P:cmembers:NODE:CHANNEL`` (set, TTL) their session ids;
 * ``P:name:SCOPE:NAME`` (string, TTL) the session id holding a name, and
   ``P:names:SCOPE`` (hash) the same, to list a scope;
-* ``P:history:KEY`` (list) and ``P:values`` (hash): shared state, no TTL.
+* ``P:retained`` (hash) topic -> envelope of its retained publication,
+  ``P:history:TOPIC`` (list) envelopes of its last publications, ``P:values``
+  (hash): shared state, no TTL.
 
-Channels: ``P:topic:TOPIC`` for fan-out, ``P:node:NODE`` for one node's
-sessions (``send_to``, ``kick``). A message on either is an envelope: one kind
-byte, the origin node and a session id (each length-prefixed), then the payload.
+Pub/sub channels, one namespace each so a pattern over topics never catches
+anything else: ``P:t:TOPIC`` for publications, ``P:c:CHANNEL`` for a hub
+channel's ``broadcast``, ``P:node:NODE`` for one node's sessions (``send_to``,
+``kick``). A wildcard filter is a PSUBSCRIBE to :func:`topic_pattern`, a glob
+that matches every topic the filter matches and some more; the receiving node
+matches exactly (``Local.deliver``).
 
-The scripts make each directory read one round trip; they reach keys they
-do not declare, which a single Redis allows and Redis Cluster does not.
+A message on a channel is an envelope (:func:`pack`): a kind byte, flags, the
+origin node's sequence number and a time, then length-prefixed strings and
+blobs. The scripts make each directory read one round trip; they reach keys
+they do not declare, which a single Redis allows and Redis Cluster does not.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Final
+
+from wsplex.app.outgoing import Outgoing
+from wsplex.app.publication import Publication, Sender
+from wsplex.app.topics import MULTI, SEPARATOR, SINGLE
 
 # Envelope kinds (first byte of a message on a channel).
-TOPIC_TEXT, TOPIC_BINARY = b"t", b"b"
-DIRECT_TEXT, DIRECT_BINARY = b"T", b"B"
-KICK = b"k"
+PUBLICATION: Final = b"p"
+BROADCAST: Final = b"c"
+DIRECT: Final = b"d"
+KICK: Final = b"k"
+
+# Flags (second byte).
+RETAIN: Final = 1
+TEXT: Final = 2
+NATIVE: Final = 4
+NATIVE_TEXT: Final = 8
+
+_HEAD = struct.Struct("!cBQdBB")  # kind, flags, sequence, time, strings, blobs
+_STRING = struct.Struct("!H")
+_BLOB = struct.Struct("!I")
 CODE = struct.Struct("!H")
+
+#: Infixes of the per-node membership keys: topic filters and channels are kept apart.
+FILTERS: Final = "f"
+CHANNELS: Final = "c"
 
 # -- Lua scripts: one round trip each, atomic --------------------------------
 
@@ -45,7 +74,7 @@ end
 """
 
 #: Other live nodes, each followed by its presence hash (flat field/value list).
-CLIENTS_SCRIPT = _LIVE_NODES + """
+CLIENTS_SCRIPT: Final = _LIVE_NODES + """
 local out = {}
 for _, node in ipairs(live) do
   out[#out + 1] = node
@@ -54,11 +83,11 @@ end
 return out
 """
 
-#: Other live nodes, each followed by its subscribers of ARGV[3] and their presence.
-MEMBERS_SCRIPT = _LIVE_NODES + """
+#: Other live nodes, each followed by its members of ARGV[4] (kind ARGV[3]) and their presence.
+MEMBERS_SCRIPT: Final = _LIVE_NODES + """
 local out = {}
 for _, node in ipairs(live) do
-  local ids = redis.call('SMEMBERS', prefix .. 'members:' .. node .. ':' .. ARGV[3])
+  local ids = redis.call('SMEMBERS', prefix .. ARGV[3] .. 'members:' .. node .. ':' .. ARGV[4])
   if #ids > 0 then
     out[#out + 1] = node
     out[#out + 1] = ids
@@ -68,19 +97,19 @@ end
 return out
 """
 
-#: The topics other live nodes have subscribers for.
-TOPICS_SCRIPT = _LIVE_NODES + """
+#: The filters (ARGV[3] = 'filters') or channels (ARGV[3] = 'channels') of other live nodes.
+LISTING_SCRIPT: Final = _LIVE_NODES + """
 local out = {}
 for _, node in ipairs(live) do
-  for _, topic in ipairs(redis.call('SMEMBERS', prefix .. 'topics:' .. node)) do
-    out[#out + 1] = topic
+  for _, item in ipairs(redis.call('SMEMBERS', prefix .. ARGV[3] .. ':' .. node)) do
+    out[#out + 1] = item
   end
 end
 return out
 """
 
 #: SET NX, except that the holder may claim again (and so renew its TTL).
-CLAIM_SCRIPT = """
+CLAIM_SCRIPT: Final = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -89,14 +118,14 @@ return 1
 """
 
 #: Delete the name only if this session holds it.
-RELEASE_SCRIPT = """
+RELEASE_SCRIPT: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 return 1
 """
 
 #: Every name in a scope whose key is still alive; forgets the expired ones.
-NAMES_SCRIPT = """
+NAMES_SCRIPT: Final = """
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
@@ -121,10 +150,13 @@ class Keys:
         self.nodes = f"{prefix}nodes"
         self.alive = self.alive_of(node)
         self.presence = self.presence_of(node)
-        self.topics = f"{prefix}topics:{node}"
+        self.filters = f"{prefix}filters:{node}"
+        self.channels = f"{prefix}channels:{node}"
         self.node_channel = self.node_channel_of(node).encode()
+        self.retained = f"{prefix}retained"
         self.values = f"{prefix}values"
-        self._channels: dict[str, bytes] = {}  # publish is the hot path
+        self._topic_prefix = f"{prefix}t:"
+        self._topics: dict[str, bytes] = {}  # publish is the hot path
 
     def alive_of(self, node: str) -> str:
         return f"{self.prefix}alive:{node}"
@@ -135,16 +167,28 @@ class Keys:
     def node_channel_of(self, node: str) -> str:
         return f"{self.prefix}node:{node}"
 
-    def members(self, topic: str) -> str:
-        return f"{self.prefix}members:{self.node}:{topic}"
+    def filter_members(self, topic_filter: str) -> str:
+        return f"{self.prefix}{FILTERS}members:{self.node}:{topic_filter}"
+
+    def channel_members(self, channel: str) -> str:
+        return f"{self.prefix}{CHANNELS}members:{self.node}:{channel}"
 
     def topic_channel(self, topic: str) -> bytes:
-        channel = self._channels.get(topic)
+        """The Redis channel of a topic: what a publication is PUBLISHed on."""
+        channel = self._topics.get(topic)
         if channel is None:
-            if len(self._channels) > 10_000:  # bounded: rooms come and go
-                self._channels.clear()
-            channel = self._channels[topic] = f"{self.prefix}topic:{topic}".encode()
+            if len(self._topics) > 10_000:  # bounded: rooms come and go
+                self._topics.clear()
+            channel = self._topics[topic] = f"{self._topic_prefix}{topic}".encode()
         return channel
+
+    def topic_pattern(self, topic_filter: str) -> bytes:
+        """The PSUBSCRIBE pattern of a wildcard filter (:func:`glob_of`)."""
+        return f"{self._topic_prefix}{glob_of(topic_filter)}".encode()
+
+    def hub_channel(self, channel: str) -> bytes:
+        """The Redis channel of a hub channel (``broadcast``), apart from every topic."""
+        return f"{self.prefix}c:{channel}".encode()
 
     def name_prefix(self, scope: str) -> str:
         return f"{self.prefix}name:{scope}:"
@@ -152,28 +196,104 @@ class Keys:
     def names(self, scope: str) -> str:
         return f"{self.prefix}names:{scope}"
 
-    def history(self, key: str) -> str:
-        return f"{self.prefix}history:{key}"
+    def history(self, topic: str) -> str:
+        return f"{self.prefix}history:{topic}"
+
+
+def escape_glob(text: str) -> str:
+    """``text`` as a literal in a Redis glob (``stringmatchlen``: ``* ? [ ] \\`` are special)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def glob_of(topic_filter: str) -> str:
+    """A Redis glob matching every topic ``topic_filter`` matches (SPEC §10), and maybe more.
+
+    ``+`` becomes ``*`` (which also crosses ``/``), a trailing ``/#`` becomes
+    ``*`` (``a/#`` matches ``a`` itself), literal levels are escaped. The glob
+    is a superset on purpose: Redis finds the candidates, ``matches()`` on the
+    receiving node decides, so ``$SYS`` and level counts follow MQTT's rules.
+    """
+    levels = topic_filter.split(SEPARATOR)
+    tail = ""
+    if levels[-1] == MULTI:
+        levels.pop()
+        tail = "*"
+    glob = SEPARATOR.join("*" if level == SINGLE else escape_glob(level) for level in levels)
+    return glob + tail
 
 
 # -- envelopes ---------------------------------------------------------------
 
 
-def pack(kind: bytes, origin: str, session_id: str, payload: bytes) -> bytes:
-    """``kind`` + length-prefixed origin node + length-prefixed session id + payload."""
-    first, second = origin.encode(), session_id.encode()
-    return b"".join((kind, bytes((len(first),)), first, bytes((len(second),)), second, payload))
+def pack(kind: bytes, flags: int, sequence: int, when: float, strings: tuple[str, ...],
+         blobs: tuple[bytes, ...]) -> bytes:
+    """One envelope: the fixed head, then each string and blob length-prefixed."""
+    parts = [_HEAD.pack(kind, flags, sequence, when, len(strings), len(blobs))]
+    for text in strings:
+        raw = text.encode()
+        parts += (_STRING.pack(len(raw)), raw)
+    for blob in blobs:
+        parts += (_BLOB.pack(len(blob)), blob)
+    return b"".join(parts)
 
 
-def unpack(data: bytes) -> tuple[bytes, str, str, bytes]:
-    kind = data[:1]
-    end = 2 + data[1]
-    origin = data[2:end].decode()
-    start = end + 1
-    end = start + data[end]
-    return kind, origin, data[start:end].decode(), data[end:]
+def unpack(data: bytes) -> tuple[bytes, int, int, float, list[str], list[bytes]]:
+    kind, flags, sequence, when, n_strings, n_blobs = _HEAD.unpack_from(data)
+    offset = _HEAD.size
+    strings: list[str] = []
+    for _ in range(n_strings):
+        (size,) = _STRING.unpack_from(data, offset)
+        offset += _STRING.size
+        strings.append(data[offset:offset + size].decode())
+        offset += size
+    blobs: list[bytes] = []
+    for _ in range(n_blobs):
+        (size,) = _BLOB.unpack_from(data, offset)
+        offset += _BLOB.size
+        blobs.append(data[offset:offset + size])
+        offset += size
+    return kind, flags, sequence, when, strings, blobs
+
+
+def pack_publication(origin: str, sequence: int, publication: Publication, exclude: str | None) -> bytes:
+    """A publication as it crosses nodes: everything a receiver renders it from (SPEC §10)."""
+    native = publication.native
+    flags = (RETAIN if publication.retain else 0) | (TEXT if publication.is_text else 0)
+    blobs: tuple[bytes, ...] = (publication.data,)
+    if native is not None:
+        flags |= NATIVE | (NATIVE_TEXT if native.is_text else 0)
+        blobs = (publication.data, native.payload)
+    sender = publication.sender
+    strings = (origin, exclude or "", publication.topic, sender.protocol, sender.name)
+    return pack(PUBLICATION, flags, sequence, publication.time, strings, blobs)
+
+
+def publication_of(flags: int, when: float, strings: list[str], blobs: list[bytes]) -> Publication:
+    """The :class:`Publication` an unpacked envelope carries."""
+    _, _, topic, protocol, name = strings
+    payload: str | bytes = blobs[0].decode() if flags & TEXT else blobs[0]
+    native = Outgoing(blobs[1], is_text=bool(flags & NATIVE_TEXT)) if flags & NATIVE else None
+    return Publication(topic, payload, Sender(protocol, name), retain=bool(flags & RETAIN),
+                       native=native, published_at=when)
+
+
+def decode_publication(data: bytes) -> Publication:
+    """A stored envelope (retained, history) back into a publication."""
+    _, flags, _, when, strings, blobs = unpack(data)
+    return publication_of(flags, when, strings, blobs)
+
+
+def pack_message(kind: bytes, origin: str, sequence: int, target: str, exclude: str,
+                 message: Outgoing) -> bytes:
+    """A pre-rendered message: ``broadcast`` to a channel or ``send_to`` one session."""
+    flags = TEXT if message.is_text else 0
+    return pack(kind, flags, sequence, 0.0, (origin, target, exclude), (message.payload,))
+
+
+def pack_kick(origin: str, sequence: int, session_id: str, code: int, reason: str) -> bytes:
+    return pack(KICK, 0, sequence, 0.0, (origin, session_id, reason), (CODE.pack(code),))
 
 
 def node_of(session_id: str) -> str:
-    """The node a cluster session id belongs to (``NODE-N``, see :meth:`RedisHub.new_session_id`)."""
+    """The node a cluster session id belongs to (``NODE-N``, see ``RedisHub.new_session_id``)."""
     return session_id.rpartition("-")[0]
