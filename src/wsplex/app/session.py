@@ -124,7 +124,15 @@ class Session:
             self._crashed(hook)
             return
         if result is not None:
-            self._task = asyncio.ensure_future(self._await(hook, result))
+            if self._task is not None:
+                # Before its first wait the hook made the session wait on something
+                # else (a Redis hub's barrier after a subscribe): the hook's rest
+                # comes first in line after that, not beside it.
+                if self._backlog is None:
+                    self._backlog = deque()
+                self._backlog.appendleft((_resume, (result,)))
+            else:
+                self._task = asyncio.ensure_future(self._await(hook, result))
 
     async def _await(self, hook: Hook, pending: Awaitable[None]) -> None:
         try:
@@ -141,6 +149,11 @@ class Session:
         name = getattr(hook, "__qualname__", repr(hook))
         log.exception("protocol hook %s failed for %s; closing it with 1011", name, self)
         self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+def _resume(session: Session, pending: Awaitable[None]) -> Awaitable[None]:
+    """The rest of a hook that had to wait its turn (see :meth:`Session.run`)."""
+    return pending
 
 
 def _start(coroutine: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:

@@ -7,6 +7,7 @@ node's bookkeeping, shared by :mod:`.memory` (one process) and :mod:`.redis`
 
 from __future__ import annotations
 
+from wsplex.app.hub import protocol_channel
 from wsplex.config import Settings
 from wsplex.hub.base import NodeHub
 from wsplex.hub.memory import MemoryHub
@@ -25,4 +26,5 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
         return MemoryHub(node_id, stats)
     from wsplex.hub.redis import RedisHub
 
-    return RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, stats=stats)
+    pinned = [protocol_channel(name) for name in settings.protocols]
+    return RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned, stats=stats)
