@@ -35,8 +35,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
-from conftest import WsplexProcess, free_port
-from rawws import OP_CLOSE, OP_PING, OP_PONG, RawClient
+from support import WsplexProcess, free_port
+from support.rawws import OP_CLOSE, OP_PING, OP_PONG, RawClient
 
 Spawn = Callable[..., WsplexProcess]
 TIMEOUT = 5.0

@@ -14,8 +14,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from conftest import ServerFactory, ws_url
-from rawws import RawClient, close_payload, frame_bytes, upgrade_request
+from support import ServerFactory, ws_url
+from support.rawws import RawClient, close_payload, frame_bytes, upgrade_request
 from wsplex.http.admission import Refusal
 from wsplex.server import Server
 from wsplex.ws.close import CloseCode

@@ -6,8 +6,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
-from conftest import ServerFactory, ws_url
-from rawws import (
+from support import ServerFactory, ws_url
+from support.rawws import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -132,7 +132,7 @@ async def test_data_after_close_is_ignored(start_server: ServerFactory) -> None:
 
 async def test_crashing_protocol_closes_only_its_connection(start_server: ServerFactory) -> None:
     server = await start_server(protocols=("echo", "fragile"),
-                                protocol_modules=("sample_protocols:Fragile",))
+                                protocol_modules=("support.sample_protocols:Fragile",))
     async with (
         connect(ws_url(server), subprotocols=["fragile"]) as victim,  # type: ignore[list-item]
         connect(ws_url(server), subprotocols=["fragile"]) as later,  # type: ignore[list-item]
@@ -151,7 +151,8 @@ async def test_crashing_protocol_closes_only_its_connection(start_server: Server
 
 
 async def test_async_hooks_keep_message_order(start_server: ServerFactory) -> None:
-    server = await start_server(protocols=("fragile",), protocol_modules=("sample_protocols:Fragile",))
+    server = await start_server(protocols=("fragile",),
+                                protocol_modules=("support.sample_protocols:Fragile",))
     async with connect(ws_url(server), subprotocols=["fragile"]) as ws:  # type: ignore[list-item]
         await ws.send("slow")
         await ws.send("fast")

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from conftest import RedisProcess, ServerFactory, WsplexProcess, ws_url
+from support import RedisProcess, ServerFactory, WsplexProcess, ws_url
 from test_hub import join
 from wsplex.app.outgoing import Outgoing
 from wsplex.hub.redis import RedisHub

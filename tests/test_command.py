@@ -13,12 +13,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from conftest import ServerFactory, ws_url
+from support import ServerFactory, ws_url
 from wsplex import __version__
 from wsplex.protocols.command import AuthThrottle
 from wsplex.server import Server
-
-pytestmark = pytest.mark.both_hubs  # every test here also runs on the Redis hub
 
 PROTOCOLS = ("echo", "chat", "command")
 TOKEN = "s3cret-token"

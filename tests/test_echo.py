@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from websockets.asyncio.client import connect
 
-from conftest import ServerFactory, ws_url
-from rawws import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient
-
-pytestmark = pytest.mark.both_hubs
+from support import ServerFactory, ws_url
+from support.rawws import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient
 
 ECHO = ["echo"]
 

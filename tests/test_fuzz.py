@@ -23,8 +23,8 @@ from websockets import Subprotocol
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
-from conftest import WsplexProcess
-from rawws import frame_bytes, upgrade_request
+from support import WsplexProcess
+from support.rawws import frame_bytes, upgrade_request
 from wsplex.app.registry import parse_offer
 from wsplex.ws.assembler import MessageAssembler
 from wsplex.ws.close import CloseCode, is_valid_close_code

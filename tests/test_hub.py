@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from support import RecordingLink
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.session import Session
 from wsplex.hub import Hub, MemoryHub
@@ -22,24 +23,6 @@ from wsplex.hub.redis import RedisHub
 from wsplex.ws.close import CloseCode
 
 Cluster = Callable[[], Awaitable[Hub]]
-
-
-class RecordingLink:
-    """A session's connection, minus the socket: frames and the close it was asked for."""
-
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
-        self.closed: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
-
-    def write_frame(self, frame: bytes) -> None:
-        self.frames.put_nowait(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result((code, reason))
-
-    async def next(self) -> bytes:
-        return await asyncio.wait_for(self.frames.get(), 5)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -18,11 +18,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from conftest import ServerFactory, ws_url
+from support import ServerFactory, ws_url
 from wsplex.protocols.jsonsvc.wire import HEADER_LIMIT
 from wsplex.server import Server
-
-pytestmark = pytest.mark.both_hubs  # every test here also runs on the Redis hub
 
 TIMEOUT = 5.0
 Client = Callable[..., Awaitable[ClientConnection]]

@@ -9,8 +9,8 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from conftest import ServerFactory, ws_url
-from rawws import RawClient, frame_bytes, upgrade_request
+from support import ServerFactory, ws_url
+from support.rawws import RawClient, frame_bytes, upgrade_request
 from test_bad_input import upgraded
 from wsplex.http.admission import ConnectionCounter, MessageRate, Refusal, header_size, origin_allowed
 from wsplex.ws.close import CloseCode

@@ -6,8 +6,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from conftest import ServerFactory, ws_url
-from rawws import RawClient
+from support import ServerFactory, ws_url
+from support.rawws import RawClient
 from wsplex.app.protocol import Protocol
 from wsplex.app.registry import ProtocolRegistry, parse_offer
 

@@ -12,7 +12,7 @@ import asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import ServerFactory, ws_url
+from support import ServerFactory, ws_url
 from wsplex.app.protocol import Context, HookResult, Protocol
 from wsplex.app.session import Session
 from wsplex.server import Server

@@ -15,8 +15,8 @@ import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from conftest import WsplexProcess
-from rawws import RawClient, upgrade_request
+from support import WsplexProcess
+from support.rawws import RawClient, upgrade_request
 from test_tls_metrics import http_get, samples
 from wsplex.ws.close import CloseCode
 

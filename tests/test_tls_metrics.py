@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from conftest import ServerFactory, WsplexProcess, ws_url
-from rawws import RawClient, frame_bytes, upgrade_request
+from support import ServerFactory, WsplexProcess, ws_url
+from support.rawws import RawClient, frame_bytes, upgrade_request
 from wsplex.ws.frames import Opcode
 
 ECHO = [websockets.Subprotocol("echo")]

@@ -23,7 +23,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from conftest import ServerFactory, WsplexProcess, ws_url
+from support import ServerFactory, WsplexProcess, ws_url
 from wsplex.server import Server
 
 CHROMIUM = "/usr/bin/chromium"
