@@ -104,6 +104,7 @@ async def test_jsonsvc_requester_hears_the_chat_room(open_client: Open) -> None:
     await alice.send("hi")
     assert await recv_text(dash) == '{"from":"chat:alice","put":"chat/lobby"}>hi'
     await alice.send("/join kitchen")  # notices are chat's own: they are not publications
+    assert await recv_text(alice) == "* alice joined"
     await alice.send("second")  # said in the kitchen: not on chat/lobby
     await chat_marker(alice)
     await marker(dash, "dash")
