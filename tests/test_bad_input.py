@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import AsyncIterator
 
 import pytest
 import websockets
@@ -31,9 +32,9 @@ async def server(start_server: ServerFactory) -> Server:
 
 
 @pytest.fixture
-async def bystander(server: Server) -> ClientConnection:
+async def bystander(server: Server) -> AsyncIterator[ClientConnection]:
     ws = await connect(ws_url(server), subprotocols=ECHO)
-    yield ws  # type: ignore[misc]
+    yield ws
     await ws.close()
 
 

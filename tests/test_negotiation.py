@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
 from support.rawws import RawClient
@@ -50,7 +51,7 @@ async def test_chosen_protocol_is_echoed_exactly_once(start_server: ServerFactor
 
 async def test_websockets_client_sees_the_chosen_protocol(start_server: ServerFactory) -> None:
     server = await start_server(protocols=ECHO_ONLY)
-    async with connect(ws_url(server, "/ws"), subprotocols=["x", "echo"]) as ws:
+    async with connect(ws_url(server, "/ws"), subprotocols=[Subprotocol("x"), Subprotocol("echo")]) as ws:
         assert ws.subprotocol == "echo"
 
 

@@ -187,7 +187,7 @@ async def test_echo_shows_round_trip_and_reaches_another_tab(
 
 
 #: For each protocol, a message to send and part of the reply it must get.
-FIRST_EXCHANGE = {
+FIRST_EXCHANGE: dict[str, tuple[str, str | re.Pattern[str]]] = {
     "echo": ("ping", "ping"),
     "chat": ("/who", "* "),
     "command": ("date", re.compile(r"\d{4}-\d\d-\d\d")),
@@ -378,12 +378,12 @@ async def test_kick_is_explained(start_server: ServerFactory, open_console: Open
     await console.connect("chat", "chat", name="victim")
     async with connect(ws_url(server), subprotocols=[Subprotocol("command")]) as operator:
         await operator.send("auth s3cret")
-        assert (await operator.recv()).startswith("ok")
+        assert (await operator.recv(decode=True)).startswith("ok")
         await operator.send("clients --json")
         clients = json.loads(await operator.recv())["clients"]
         victim = next(c["id"] for c in clients if c["name"] == "victim")
         await operator.send(f"kick {victim}")
-        assert (await operator.recv()).startswith("ok")
+        assert (await operator.recv(decode=True)).startswith("ok")
     await console.expect_line(
         "notice",
         'The server closed the connection: 1008 policy violation: the server closed this connection '
