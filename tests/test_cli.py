@@ -11,16 +11,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from support import WsplexProcess, free_port
+from support import Spawn, WsplexProcess, free_port
 
-Spawn = Callable[..., WsplexProcess]
 TESTS = str(Path(__file__).parent)
 
 

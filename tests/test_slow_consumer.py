@@ -9,13 +9,12 @@ the flooding sender and a bystander keep working throughout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import psutil
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from support import WsplexProcess
+from support import Spawn
 from support.rawws import RawClient, upgrade_request
 from test_tls_metrics import http_get, samples
 from wsplex.ws.close import CloseCode
@@ -41,7 +40,7 @@ async def metric(port: int, name: str) -> float:
 
 
 async def test_never_reader_is_dropped_and_memory_stays_bounded(
-    spawn: Callable[..., WsplexProcess],
+    spawn: Spawn,
 ) -> None:
     server = spawn("--protocols", "echo", "--max-send-buffer", str(CAP), "--max-message-size", "128k")
     rss = psutil.Process(server.proc.pid).memory_info

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from support import ServerFactory, WsplexProcess, ws_url
+from support import ServerFactory, Spawn, ws_url
 from support.rawws import RawClient, frame_bytes, upgrade_request
 from wsplex.ws.frames import Opcode
 
@@ -125,7 +124,7 @@ async def test_metrics_count_what_happened(start_server: ServerFactory) -> None:
 
 
 def test_cli_serves_tls_with_an_origin_list(
-    spawn: Callable[..., WsplexProcess], certificate: tuple[Path, Path]
+    spawn: Spawn, certificate: tuple[Path, Path]
 ) -> None:
     """The flags as a user types them: --tls-cert, --tls-key, --origin, --max-header-size."""
     cert, key = certificate

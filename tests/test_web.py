@@ -23,7 +23,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from support import ServerFactory, WsplexProcess, ws_url
+from support import ServerFactory, Spawn, ws_url
 from wsplex.server import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -392,7 +392,7 @@ async def test_kick_is_explained(start_server: ServerFactory, open_console: Open
 
 
 async def test_server_shutdown_is_shown(
-    spawn: Callable[..., WsplexProcess], open_console: OpenConsole
+    spawn: Spawn, open_console: OpenConsole
 ) -> None:
     server = spawn("--protocols", "echo")
     console = await open_console(server.http + "/")
@@ -407,7 +407,7 @@ async def test_server_shutdown_is_shown(
     await expect(console.page.get_by_test_id("chosen-protocol")).to_have_text("none")
 
 
-async def test_server_crash_is_shown(spawn: Callable[..., WsplexProcess], open_console: OpenConsole) -> None:
+async def test_server_crash_is_shown(spawn: Spawn, open_console: OpenConsole) -> None:
     server = spawn("--protocols", "echo")
     console = await open_console(server.http + "/")
     await console.connect("echo", "echo")
