@@ -24,6 +24,8 @@ from support import RedisProcess, ServerFactory, Spawn, WsplexProcess, flush_red
 from wsplex.config import Settings
 from wsplex.server import Server
 
+pytest_plugins = ("pytester",)  # test_conftest.py runs pytest on these fixtures
+
 HUBS = ("memory", "redis")
 
 
