@@ -31,7 +31,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSFrame, WSListener, WSTransport
 
 from wsplex.app.protocol import Protocol as AppProtocol
-from wsplex.app.session import Session
+from wsplex.app.session import Hook, Session
 from wsplex.config import Settings
 from wsplex.http.admission import ConnectionCounter, MessageRate
 from wsplex.http.handshake import Accept
@@ -97,6 +97,7 @@ class Connection(WSListener):
         "ping_sent_at",
         "protocol",
         "rate",
+        "receiving",
         "session",
         "shared",
         "stats",
@@ -106,13 +107,13 @@ class Connection(WSListener):
     )
 
     def __init__(
-        self, shared: Shared, protocol: AppProtocol, accept: Accept, guard: GuardedTransport
+        self, shared: Shared, protocol: AppProtocol, on_message: Hook, accept: Accept, guard: GuardedTransport
     ) -> None:
         self.shared = shared
         self.stats = shared.stats
         self.admitted = True  # counted by ``shared.counter`` until :meth:`release`
         self.protocol = protocol
-        self.on_message = protocol.on_message  # bound once: called per message
+        self.on_message = on_message  # ``protocol.on_message``, bound once per protocol, not per message
         self.session = Session(shared.hub.new_session_id(), protocol.name, accept.remote, self,
                                accept.query, accept.address)
         self.subprotocol = accept.subprotocol  # for the 101 response (RFC 6455 §4.2.2)
@@ -121,6 +122,8 @@ class Connection(WSListener):
         self.transport: WSTransport | None = None
         self.out: asyncio.Transport | None = None  # the socket's transport, not picows' view of it
         self.pending: list[bytes] | None = None
+        #: Inside a read that began with nothing queued: writes wait for its end (``_end_read``).
+        self.receiving = False
         self.failure: tuple[int, str] | None = None  # picows' parser error, see parser_failed
         self.ping_sent_at: float | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -137,7 +140,9 @@ class Connection(WSListener):
         self.guard.upgraded = True
         out = self.out = self.guard.real
         # The handshake is done: free its headers (kilobytes per idle connection).
-        transport.request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
+        request = transport.request
+        request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
+        request.method = request.path = request.version = b""
         transport.response.headers = _EMPTY_HEADERS  # type: ignore[assignment]
         shared = self.shared
         session = self.session
@@ -152,6 +157,8 @@ class Connection(WSListener):
         session.run(self.protocol.on_connect)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.pending is None:
+            self.receiving = True  # what this read makes us send waits for its end, see _end_read
         payload = frame.get_payload_as_bytes()
         try:
             # WSMsgType is an IntEnum at run time (its stub says Enum): it compares as the opcode.
@@ -160,20 +167,39 @@ class Connection(WSListener):
             if result is not None:
                 kind = type(result)
                 if kind is str or kind is bytes:  # the hot path: a whole message
-                    if self._over_rate():
-                        return
-                    stats = self.stats
-                    stats.bytes_in += len(payload)
-                    stats.messages_in += 1
-                    self.session.run(self.on_message, result)
+                    rate = self.rate
+                    rate.count += 1
+                    if rate.count <= rate.limit or not self._over_rate():
+                        stats = self.stats
+                        stats.bytes_in += len(payload)
+                        stats.messages_in += 1
+                        self.session.run(self.on_message, result)
                 else:
                     self._act(result)  # type: ignore[arg-type]
         except Exception:  # a bug of ours must not reach picows, which would send 1011 itself
             log.exception("frame handling failed for %s", self.session)
             self.fail(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            if self.failure is not None and frame.last_in_buffer:
+        if frame.last_in_buffer:
+            if self.receiving:
+                self._end_read()
+            if self.failure is not None:
                 self._fail_parsed()
+
+    def _end_read(self) -> None:
+        """The last frame of a read is handled: write what it made us send.
+
+        A connection that answers its own message (an echo with one client, a
+        command) writes at once, skipping the flusher's extra callback. If
+        this turn has fanned out already, it joins the flusher instead, so
+        each receiver still gets one ``write()`` for the turn.
+        """
+        self.receiving = False
+        if self.pending is not None:
+            flusher = self.shared.flusher
+            if flusher.dirty:
+                flusher.mark(self)
+            else:
+                self.flush()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         shared = self.shared
@@ -211,7 +237,9 @@ class Connection(WSListener):
     def _act(self, result: Reply | Close | PongReceived) -> None:
         """A decision of :meth:`WebSocket.receive` other than a message."""
         if type(result) is Reply:
-            if not self._over_rate():  # pings count as messages (SPEC §8)
+            rate = self.rate
+            rate.count += 1  # pings count as messages (SPEC §8)
+            if rate.count <= rate.limit or not self._over_rate():
                 self._queue(result.frame)
         elif type(result) is PongReceived:
             self.ping_sent_at = None
@@ -219,10 +247,13 @@ class Connection(WSListener):
             self._apply(result)  # type: ignore[arg-type]
 
     def _over_rate(self) -> bool:
-        """SPEC §8: at most ``max_messages_per_second`` messages and pings per second."""
+        """SPEC §8: at most ``max_messages_per_second`` messages and pings per second.
+
+        Called once the count has passed the limit (the caller counts): is that
+        within one second? Then the connection fails with 1008.
+        """
         rate = self.rate
-        rate.count += 1
-        if rate.count > rate.limit and rate.exceeded(asyncio.get_running_loop().time()):
+        if rate.exceeded(asyncio.get_running_loop().time()):
             self.fail(CloseCode.POLICY_VIOLATION, f"more than {rate.limit} messages per second")
             return True
         return False
@@ -232,14 +263,21 @@ class Connection(WSListener):
     def write_frame(self, frame: bytes) -> None:
         """Queue one frame for this turn's write; the fan-out calls this once per receiver."""
         if self.ws.state is _OPEN:
-            self._queue(frame)
+            pending = self.pending  # _queue, inlined: this is the fan-out's inner loop
+            if pending is None:
+                self.pending = [frame]
+                if not self.receiving:
+                    self.shared.flusher.mark(self)
+            else:
+                pending.append(frame)
 
     def _queue(self, frame: bytes) -> None:
-        """The one way a frame goes out: queued, then written by :meth:`flush`."""
+        """Queue a frame for :meth:`flush`: at the end of this read, or of this loop turn."""
         pending = self.pending
         if pending is None:
             self.pending = [frame]
-            self.shared.flusher.mark(self)
+            if not self.receiving:
+                self.shared.flusher.mark(self)
         else:
             pending.append(frame)
 

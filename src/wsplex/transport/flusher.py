@@ -22,23 +22,24 @@ class Flushable(Protocol):
 class Flusher:
     """Drains the marked connections once per loop turn."""
 
-    __slots__ = ("_dirty", "_loop")
+    __slots__ = ("_loop", "dirty")
 
     def __init__(self) -> None:
-        self._dirty: list[Flushable] = []
+        #: The connections marked this turn: a fan-out is under way when it is not empty.
+        self.dirty: list[Flushable] = []
         # Kept, not looked up per turn: get_running_loop() costs a getpid() syscall.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, connection: Flushable) -> None:
         """``connection`` queued its first frame of this turn."""
-        if not self._dirty:
+        if not self.dirty:
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
             loop.call_soon(self.flush)
-        self._dirty.append(connection)
+        self.dirty.append(connection)
 
     def flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
+        dirty, self.dirty = self.dirty, []
         for connection in dirty:
             connection.flush()

@@ -28,6 +28,7 @@ from picows import (
 from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-defined]
 
 from wsplex.app.protocol import Protocol as AppProtocol
+from wsplex.app.session import Hook
 from wsplex.http.admission import Refusal, Refused
 from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
 from wsplex.http.routes import Response
@@ -66,6 +67,8 @@ class Listener:
         check_picows_version()
         self.shared = shared
         self.protocols = protocols
+        #: Each protocol's ``on_message``, bound once: shared by its connections.
+        self.handlers: dict[str, Hook] = {name: p.on_message for name, p in protocols.items()}
         self.decide = decide
         self.routes = routes
         settings = shared.settings
@@ -123,7 +126,8 @@ class Listener:
                 log.debug("accepted %s: offered %s, chose %s", decision.remote,
                           ",".join(decision.offered) or "-", decision.protocol)
                 normalise_connection_header(request.headers)
-                return Connection(self.shared, self.protocols[decision.protocol], decision, guard)
+                name = decision.protocol
+                return Connection(self.shared, self.protocols[name], self.handlers[name], decision, guard)
             decision = refused
         return self._refuse(cast(Refused, decision), peer)
 
@@ -196,6 +200,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
     def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         assert self.guard is not None
         answer = self._listener.answer(request, self.peer, self.guard)
+        self.peer = None  # the session has it as text now; a tuple less per idle connection
         if isinstance(answer, Connection):
             self.connection = answer
             subprotocol = answer.subprotocol

@@ -103,20 +103,24 @@ _PING_OPCODE: Final = int(Opcode.PING)
 _PONG_OPCODE: Final = int(Opcode.PONG)
 
 
-class WebSocket:
+class WebSocket(MessageAssembler):
     """One server-side connection: frames in, decisions and frames out (see the table above).
 
     The caller reads frames from the wire (the WebSocket library parses them:
     length, masking, control-frame size) and feeds each to :meth:`receive`; it
     writes what comes back. Messages and pings per second are the caller's
     business (SPEC §8), not RFC 6455's.
+
+    It *is* its message assembler (RFC 6455 §5.4, :mod:`wsplex.ws.assembler`)
+    rather than holding one: one object less per idle connection, one
+    attribute less per message.
     """
 
-    __slots__ = ("assembler", "close_code", "close_reason", "rsv1_allowed", "state")
+    __slots__ = ("close_code", "close_reason", "rsv1_allowed", "state")
 
     def __init__(self, max_message_size: int) -> None:
+        super().__init__(max_message_size)
         self.state = _OPEN
-        self.assembler = MessageAssembler(max_message_size)
         #: Set by a negotiated extension that defines RSV1 (RFC 7692 §6).
         self.rsv1_allowed = False
         #: What the connection closed with (RFC 6455 §7.1.5); 1006 until a close happens.
@@ -131,7 +135,7 @@ class WebSocket:
             if opcode <= _LAST_DATA_OPCODE:  # the hot path: TEXT, BINARY, CONTINUATION
                 if self.state is not _OPEN:
                     return None  # §5.5.1: data after a close frame is discarded
-                return self.assembler.feed(opcode, fin, payload)
+                return self.feed(opcode, fin, payload)
             if opcode == _PING_OPCODE:
                 return Reply(encode_frame(Opcode.PONG, payload)) if self.state is _OPEN else None
             if opcode == _PONG_OPCODE:
