@@ -21,6 +21,7 @@ never get here: the WebSocket library answers them with 400 itself.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -124,9 +125,12 @@ def decide(request: Request, settings: Settings, registry: ProtocolRegistry) -> 
 
 
 def client_address(peer: Any) -> str:
-    """The host part of a peer address: what per-address limits count."""
+    """The host part of a peer address: what per-address limits count.
+
+    Interned: the connections from one address (NAT, a proxy) share one string.
+    """
     if isinstance(peer, tuple) and peer:
-        return str(peer[0])
+        return sys.intern(str(peer[0]))
     return str(peer or "unknown")
 
 
