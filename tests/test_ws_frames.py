@@ -93,6 +93,13 @@ def test_reserved_bits_are_refused() -> None:
             check_rsv(*bits)
 
 
+def test_an_extension_may_own_rsv1_only() -> None:
+    """RFC 7692 §6: permessage-deflate defines RSV1; RSV2 and RSV3 stay reserved."""
+    check_rsv(True, False, False, rsv1_allowed=True)
+    with violation(CloseCode.PROTOCOL_ERROR):
+        check_rsv(True, True, False, rsv1_allowed=True)
+
+
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
                                   1013, 1014, 3000, 3999, 4000, 4999])
 def test_valid_close_codes(code: int) -> None:

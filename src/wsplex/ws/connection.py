@@ -43,7 +43,7 @@ from typing import Final
 
 from wsplex.ws.assembler import MessageAssembler
 from wsplex.ws.close import CloseCode
-from wsplex.ws.frames import Opcode, ProtocolViolation, close_frame, encode_frame, parse_close
+from wsplex.ws.frames import Opcode, ProtocolViolation, check_rsv, close_frame, encode_frame, parse_close
 
 
 class State(Enum):
@@ -130,8 +130,8 @@ class WebSocket(MessageAssembler):
     def receive(self, opcode: int, fin: bool, payload: bytes, rsv1: bool, rsv2: bool, rsv3: bool) -> Received:
         """Handle one frame from the peer; the rows of the table above."""
         try:
-            if rsv2 or rsv3 or (rsv1 and not self.rsv1_allowed):
-                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
+            if rsv1 or rsv2 or rsv3:
+                check_rsv(rsv1, rsv2, rsv3, rsv1_allowed=self.rsv1_allowed)
             if opcode <= _LAST_DATA_OPCODE:  # the hot path: TEXT, BINARY, CONTINUATION
                 if self.state is not _OPEN:
                     return None  # §5.5.1: data after a close frame is discarded

@@ -45,9 +45,12 @@ class CloseRequest:
     reason: str
 
 
-def check_rsv(rsv1: bool, rsv2: bool, rsv3: bool) -> None:
-    """RFC 6455 §5.2: without a negotiated extension every RSV bit must be 0."""
-    if rsv1 or rsv2 or rsv3:
+def check_rsv(rsv1: bool, rsv2: bool, rsv3: bool, *, rsv1_allowed: bool = False) -> None:
+    """RFC 6455 §5.2: an RSV bit must be 0 unless a negotiated extension defines it.
+
+    ``rsv1_allowed``: an extension owns RSV1 (permessage-deflate, RFC 7692 §6).
+    """
+    if (rsv1 and not rsv1_allowed) or rsv2 or rsv3:
         raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set without an extension")
 
 
