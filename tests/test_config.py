@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
 import pytest
 
-from wsplex.cli import build_parser, settings_from_args
-from wsplex.config import OPTIONS, Settings
+from wsplex.cli import _add, build_parser, settings_from_args
+from wsplex.config import OPTIONS, Option, Settings
 
 
 def settings(*argv: str, env: dict[str, str] | None = None) -> Settings:
@@ -24,12 +25,21 @@ def error(capsys: pytest.CaptureFixture[str], *argv: str, env: dict[str, str] | 
     return lines[0]
 
 
+#: Settings fields that are no row of the table: derived from one, or set by tests and the supervisor.
+NOT_OPTIONS = {"admin_token", "node_id", "close_timeout", "shutdown_timeout"}
+
+
 def test_every_option_fills_a_settings_field_with_the_tables_default() -> None:
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
     for option in OPTIONS:
         if not option.derived:
             assert fields[option.field] == option.default, option.name
     assert settings() == Settings()
+
+
+def test_every_settings_field_is_a_row_of_the_table() -> None:
+    rows = {option.field for option in OPTIONS}
+    assert {f.name for f in dataclasses.fields(Settings)} - rows == NOT_OPTIONS
 
 
 def test_help_shows_each_default_once_in_the_users_terms() -> None:
@@ -92,3 +102,11 @@ def test_bad_environment_value_is_one_line_naming_it(capsys: pytest.CaptureFixtu
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot read --config" in error(capsys, "--config", str(tmp_path / "none.toml"))
+
+
+def test_a_switch_that_is_on_by_default_has_a_no_flag() -> None:
+    """A future row such as ``Option("compression", True, ..., flag=True)`` turns off with --no-."""
+    parser = argparse.ArgumentParser()
+    _add(parser.add_argument_group("g"), Option("compression", True, "deflate", "g", flag=True))
+    assert vars(parser.parse_args(["--no-compression"])) == {"compression": False}
+    assert vars(parser.parse_args([])) == {}

@@ -58,8 +58,9 @@ def _help(option: Option) -> str:
 def _add(group: argparse._ArgumentGroup, option: Option) -> None:
     flags = [option.long_flag] if option.short is None else [option.short, option.long_flag]
     # No argparse defaults: what the command line leaves out comes from the lower layers.
-    if option.flag:
-        group.add_argument(*flags, dest=option.name, action="store_true", help=_help(option),
+    if option.flag:  # a switch that is on by default is turned off with --no-NAME
+        action = argparse.BooleanOptionalAction if option.default else "store_true"
+        group.add_argument(*flags, dest=option.name, action=action, help=_help(option),
                            default=argparse.SUPPRESS)
         return
     group.add_argument(*flags, dest=option.name, type=_argparse_type(option.parse),
