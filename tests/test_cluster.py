@@ -21,12 +21,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from support import RedisProcess, ServerFactory, WsplexProcess, ws_url
-from test_hub import join
+from test_hub import connect as attached_session
 from wsplex.app.outgoing import Outgoing
+from wsplex.app.publication import Publication, Sender
 from wsplex.hub.redis import RedisHub
 from wsplex.server import Server
 
 ECHO = ["echo"]
+SENDER = Sender("test", "tester")
 Spawn = Callable[..., WsplexProcess]
 
 
@@ -155,8 +157,9 @@ async def test_a_restarted_redis_gets_the_directory_back(redis_process: RedisPro
     await a.start()
     await b.start()
     try:
-        alice, link = join(a, "chat", name="alice")
-        a.subscribe("room", alice)
+        alice, link = attached_session(a, "chat", name="alice")
+        a.subscribe("room/+", alice)  # a pattern: PSUBSCRIBEd again after the restart
+        a.join("room", alice)
         assert await a.claim_name("chat", "alice", alice)
 
         redis_process.stop(signal.SIGKILL)
@@ -165,10 +168,11 @@ async def test_a_restarted_redis_gets_the_directory_back(redis_process: RedisPro
         # Degraded: this node still answers for its own clients.
         assert await a.lookup_name("chat", "alice") == alice.id
         assert [c.id for c in await a.members("room")] == [alice.id]
-        a.publish("room", Outgoing.text("local"))
+        assert [c.id for c in await a.subscribers("room/+")] == [alice.id]
+        a.publish(Publication("room/1", "local", SENDER))
         assert await link.next() == Outgoing.text("local").frame
         assert a.stats.redis_dropped == 1
-        bob, _ = join(a, "chat")
+        bob, _ = attached_session(a, "chat")
         assert not await a.claim_name("chat", "alice", bob)
 
         redis_process.start()  # empty: no persistence
@@ -176,9 +180,12 @@ async def test_a_restarted_redis_gets_the_directory_back(redis_process: RedisPro
         await a.sync()
         assert await b.lookup_name("chat", "alice") == alice.id
         assert [(c.id, c.name) for c in await b.members("room")] == [(alice.id, "alice")]
+        assert [c.id for c in await b.subscribers("room/+")] == [alice.id]
         assert {c.id for c in await b.clients()} == {alice.id, bob.id}
-        b.publish("room", Outgoing.text("remote"))
+        b.publish(Publication("room/1", "remote", SENDER))
         assert await link.next() == Outgoing.text("remote").frame
+        b.broadcast("room", Outgoing.text("to the channel"))
+        assert await link.next() == Outgoing.text("to the channel").frame
     finally:
         await a.stop()
         await b.stop()
@@ -231,11 +238,16 @@ async def test_chat_room_across_nodes(start_server: ServerFactory) -> None:
     assert await ask(carol, "/who") == "* in lobby: alice, bob, carol"
 
     assert await recv(bob) == "* carol joined"
+    assert await recv(alice) == "* carol joined"
     await alice.send("/join cellar")
     assert await recv(bob) == "* alice left"
     assert await recv(carol) == "* alice left"
-    rooms = await ask(carol, "/rooms")
-    assert "cellar" in rooms and "lobby" in rooms, rooms
+    # Chat announces the leave before it joins the new room, so "left" proves
+    # nothing about cellar; an answer to alice after her join does (the barrier:
+    # her next event waits until her membership is in Redis).
+    assert await recv(alice) == "* alice joined"
+    assert await ask(alice, "/who") == "* in cellar: alice"
+    assert await ask(carol, "/rooms") == "* rooms: cellar (1), lobby (2)"
 
 
 @pytest.mark.parametrize("hub", ["redis"], indirect=True)

@@ -91,6 +91,12 @@ class Hub(ABC):
     def keep_history(self, prefix: str, limit: int) -> None:
         """Keep the last ``limit`` publications of every topic starting with ``prefix``."""
 
+    def pin(self, topic_filter: str) -> None:
+        """Keep this node receiving publications that match ``topic_filter`` for its
+        whole life, subscribed or not, so a session that subscribes to it when it
+        connects (echo) hears other nodes from its handshake on (SPEC §9). Call it
+        before the server starts (a protocol's ``__init__``); one process needs nothing."""
+
     @abstractmethod
     async def history(self, topic: str) -> list[Publication]:
         """The kept publications of ``topic``, oldest first (see :meth:`keep_history`)."""

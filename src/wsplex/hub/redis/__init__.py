@@ -23,7 +23,8 @@ Fan-out
     (``broadcast``) have Redis channels of their own, never mixed with topics;
     each node also listens on its own channel for ``send_to`` and
     ``close_session``. The channels of the enabled protocols (``pinned``)
-    stay subscribed for the node's lifetime, so a client is reachable from the
+    and the filters protocols pin (:meth:`RedisHub.pin`, echo's topic) stay
+    subscribed for the node's lifetime, so a client is reachable from the
     moment its handshake completes.
 
     The publishing node delivers to its own subscribers first, without a round
@@ -142,6 +143,7 @@ class RedisHub(NodeHub):
         self.directory = Directory(self.keys, self.local, self.queue, max(1000, int(ttl * 1000)))
         self.history_rules = HistoryRules()
         self._pinned = frozenset(pinned)
+        self._pinned_filters: set[str] = set()  # Hub.pin
         self._sequence = 0
         self._last_seen: tuple[str, int] | None = None  # (origin, sequence) of the last envelope
         self._dirty = True  # local filters or channels changed since the last link sync
@@ -243,13 +245,15 @@ class RedisHub(NodeHub):
     def _wanted_channels(self) -> set[bytes]:
         keys = self.keys
         wanted = {keys.node_channel}
-        wanted.update(keys.topic_channel(f) for f in self.local.filters() if not is_wildcard(f))
+        for filters in (self.local.filters(), self._pinned_filters):
+            wanted.update(keys.topic_channel(f) for f in filters if not is_wildcard(f))
         wanted.update(keys.hub_channel(c) for c in self.local.channel_names())
         wanted.update(keys.hub_channel(c) for c in self._pinned)
         return wanted
 
     def _wanted_patterns(self) -> set[bytes]:
-        return {self.keys.topic_pattern(f) for f in self.local.filters() if is_wildcard(f)}
+        filters = [*self.local.filters(), *self._pinned_filters]
+        return {self.keys.topic_pattern(f) for f in filters if is_wildcard(f)}
 
     def _changed(self) -> None:
         self._dirty = True
@@ -312,7 +316,7 @@ class RedisHub(NodeHub):
             return
         last = self.local.unsubscribe(topic_filter, session)
         self.directory.unsubscribed(topic_filter, session.id, last)
-        if last:
+        if last and topic_filter not in self._pinned_filters:
             self._changed()
 
     def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
@@ -362,6 +366,12 @@ class RedisHub(NodeHub):
                     found.append(decode_publication(envelope))
             if int(cursor) == 0:
                 return found
+
+    def pin(self, topic_filter: str) -> None:
+        """Subscribed from the first connection to Redis on (or from the next batch)."""
+        if topic_filter not in self._pinned_filters:
+            self._pinned_filters.add(topic_filter)
+            self._changed()
 
     def keep_history(self, prefix: str, limit: int) -> None:
         self.history_rules.add(prefix, limit)
