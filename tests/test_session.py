@@ -11,11 +11,13 @@ import asyncio
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
-from wsplex.app.protocol import Context, HookResult, Protocol
-from wsplex.app.session import Session
+from wsplex.app import Context, HookResult, Protocol, Session
 from wsplex.server import Server
+
+GATE = [Subprotocol("gate")]
 
 
 class Gate(Protocol):
@@ -65,8 +67,8 @@ async def gate_server(start_server: ServerFactory) -> Server:
 
 async def test_a_waiting_hook_holds_later_messages_back(start_server: ServerFactory) -> None:
     server = await gate_server(start_server)
-    async with connect(ws_url(server), subprotocols=["gate"]) as a, \
-            connect(ws_url(server), subprotocols=["gate"]) as b:  # type: ignore[list-item]
+    async with connect(ws_url(server), subprotocols=GATE) as a, \
+            connect(ws_url(server), subprotocols=GATE) as b:
         await a.send("wait")
         await a.send("one")
         await a.send("two")
@@ -87,8 +89,8 @@ async def test_a_hook_that_never_waits_keeps_order(start_server: ServerFactory) 
 
 async def test_a_coroutine_raising_before_its_first_await_closes_1011(start_server: ServerFactory) -> None:
     server = await gate_server(start_server)
-    async with connect(ws_url(server), subprotocols=["gate"]) as ws, \
-            connect(ws_url(server), subprotocols=["gate"]) as other:  # type: ignore[list-item]
+    async with connect(ws_url(server), subprotocols=GATE) as ws, \
+            connect(ws_url(server), subprotocols=GATE) as other:
         await ws.send("boom-now")
         try:
             await asyncio.wait_for(ws.recv(), 5)

@@ -64,7 +64,7 @@ class StatsCollector:
                                   value=stats.redis_dropped)
         not_text = CounterMetricFamily(
             "wsplex_publications_not_text",
-            "Publications a text protocol did not receive: their payload is not UTF-8 (by receiving protocol)",
+            "Publications a text protocol did not receive: the payload is not UTF-8 (by receiver)",
             labels=["protocol"])
         for protocol, count in sorted(stats.not_text_dropped.items()):
             not_text.add_metric([protocol], count)
