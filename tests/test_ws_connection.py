@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from wsplex.ws.close import CloseCode
-from wsplex.ws.connection import PONG, After, Close, Reply, State, WebSocket
+from wsplex.ws.connection import PONG, After, Close, Failure, Reply, State, WebSocket
 from wsplex.ws.frames import Opcode
 
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
@@ -32,6 +32,15 @@ def closing(ws: WebSocket) -> WebSocket:
     """A connection that has sent its close (state CLOSING)."""
     assert ws.close(CloseCode.NORMAL, "") is not None
     return ws
+
+
+def failed(ws: WebSocket, decision: object) -> Close:
+    """A wire error: FAILING until the caller fails, then the close frame (table note [3])."""
+    assert isinstance(decision, Failure), decision
+    assert ws.state is State.FAILING
+    close = ws.fail(decision.code, decision.reason)
+    assert close is not None and ws.state is State.CLOSING
+    return close
 
 
 def closed(ws: WebSocket) -> WebSocket:
@@ -99,8 +108,7 @@ def test_close_with_a_code_is_echoed_without_the_reason(value: int) -> None:
 )
 def test_invalid_close_fails_with_its_code(payload: bytes, expected: CloseCode) -> None:
     ws = WebSocket(100)
-    decision = receive(ws, CLOSE, payload)
-    assert isinstance(decision, Close)
+    decision = failed(ws, receive(ws, CLOSE, payload))
     frame = decision.frame
     assert frame is not None and frame[:4] == b"\x88" + bytes([len(frame) - 2]) + code(expected)
     assert (decision.code, decision.then) == (expected, After.HALF_CLOSE)
@@ -110,7 +118,7 @@ def test_invalid_close_fails_with_its_code(payload: bytes, expected: CloseCode) 
 def test_framing_error_fails_with_1002() -> None:
     """§7.1.7: fail the connection; 1002 for a protocol error (§7.4.1)."""
     ws = WebSocket(100)
-    decision = receive(ws, CONT, b"x")
+    decision = failed(ws, receive(ws, CONT, b"x"))
     reason = b"continuation frame outside a message"
     assert decision == Close(b"\x88" + bytes([2 + len(reason)]) + code(1002) + reason,
                              CloseCode.PROTOCOL_ERROR, reason.decode(), After.HALF_CLOSE)
@@ -119,7 +127,8 @@ def test_framing_error_fails_with_1002() -> None:
 
 def test_invalid_utf8_fails_with_1007() -> None:
     """§8.1: a text message must be UTF-8."""
-    decision = receive(WebSocket(100), TEXT, b"\xc0\xaf")
+    ws = WebSocket(100)
+    decision = failed(ws, receive(ws, TEXT, b"\xc0\xaf"))
     reason = b"invalid UTF-8 in text message"
     assert decision == Close(b"\x88" + bytes([2 + len(reason)]) + code(1007) + reason,
                              CloseCode.INVALID_DATA, reason.decode(), After.HALF_CLOSE)
@@ -128,7 +137,7 @@ def test_invalid_utf8_fails_with_1007() -> None:
 def test_oversize_message_fails_with_1009() -> None:
     ws = WebSocket(10)
     assert receive(ws, BINARY, b"x" * 6, fin=False) is None
-    decision = receive(ws, CONT, b"x" * 5)
+    decision = failed(ws, receive(ws, CONT, b"x" * 5))
     reason = b"message larger than 10 bytes"
     assert decision == Close(b"\x88" + bytes([2 + len(reason)]) + code(1009) + reason,
                              CloseCode.MESSAGE_TOO_BIG, reason.decode(), After.HALF_CLOSE)
@@ -139,8 +148,8 @@ def test_reserved_bits_fail_with_1002_without_an_extension(bits: tuple[bool, boo
     """§5.2: RSV bits are 0 unless an extension defines them."""
     ws = WebSocket(100)
     rsv1, rsv2, rsv3 = bits
-    decision = receive(ws, TEXT, b"x", rsv1=rsv1, rsv2=rsv2, rsv3=rsv3)
-    assert isinstance(decision, Close) and decision.code == CloseCode.PROTOCOL_ERROR
+    decision = failed(ws, receive(ws, TEXT, b"x", rsv1=rsv1, rsv2=rsv2, rsv3=rsv3))
+    assert decision.code == CloseCode.PROTOCOL_ERROR
     assert decision.frame is not None and decision.frame[2:4] == code(1002)
 
 
@@ -149,12 +158,13 @@ def test_rsv1_is_the_extension_hook() -> None:
     ws = WebSocket(100)
     ws.rsv1_allowed = True
     assert receive(ws, BINARY, b"x", rsv1=True) == b"x"
-    assert isinstance(receive(ws, BINARY, b"x", rsv2=True), Close)
+    assert receive(ws, BINARY, b"x", rsv2=True) == Failure(CloseCode.PROTOCOL_ERROR,
+                                                          "reserved bits set without an extension")
 
 
 def test_reserved_opcode_fails_with_1002() -> None:
-    decision = receive(WebSocket(100), 0xB, b"")
-    assert isinstance(decision, Close) and decision.code == CloseCode.PROTOCOL_ERROR
+    ws = WebSocket(100)
+    assert failed(ws, receive(ws, 0xB, b"")).code == CloseCode.PROTOCOL_ERROR
 
 
 def test_local_close_sends_the_code_and_reason_and_waits() -> None:
@@ -181,12 +191,43 @@ def test_local_fail_half_closes() -> None:
                              "slow consumer", After.HALF_CLOSE)
 
 
+# -- FAILING -------------------------------------------------------------------
+
+
+def test_input_after_a_wire_error_is_discarded_and_replies_still_go_out() -> None:
+    """§7.1.7: after a wire error nothing the peer sends is processed; note [3]: the
+    replies owed for its earlier messages may still be queued, then our close."""
+    ws = WebSocket(100)
+    reason = "continuation frame outside a message"
+    assert receive(ws, CONT, b"x") == Failure(CloseCode.PROTOCOL_ERROR, reason)
+    assert ws.can_send
+    assert receive(ws, TEXT, b"after") is None
+    assert receive(ws, PING, b"after") is None
+    assert receive(ws, CLOSE, code(1000)) is None
+    assert receive(ws, TEXT, b"\xff") is None  # no second failure
+    assert ws.violated(CloseCode.PROTOCOL_ERROR, "the parser's, too") is None
+    close = ws.fail(CloseCode.PROTOCOL_ERROR, reason)
+    assert close is not None and close.then is After.HALF_CLOSE
+    assert not ws.can_send
+
+
+def test_the_frame_parsers_error_fails_the_same_way() -> None:
+    """The library's parser found the bad frame (picows parses one ahead)."""
+    ws = WebSocket(100)
+    failure = ws.violated(CloseCode.PROTOCOL_ERROR, "bad opcode")
+    assert failure == Failure(CloseCode.PROTOCOL_ERROR, "bad opcode")
+    assert ws.state is State.FAILING
+    assert ws.close(CloseCode.GOING_AWAY, "shutting down") is not None  # a local close ends it too
+    assert ws.state is State.CLOSING
+
+
 # -- CLOSING -------------------------------------------------------------------
 
 
 def test_nothing_is_sent_after_our_close() -> None:
     """§5.5.1: the close frame is the last frame an endpoint sends."""
     ws = closing(WebSocket(100))
+    assert not ws.can_send
     assert receive(ws, PING, b"late") is None  # no pong
     assert ws.close(CloseCode.NORMAL, "again") is None
     assert ws.fail(CloseCode.PROTOCOL_ERROR, "again") is None

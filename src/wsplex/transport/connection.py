@@ -39,7 +39,7 @@ from wsplex.stats import Stats
 from wsplex.transport.flusher import Flusher
 from wsplex.transport.picows_workarounds import GuardedTransport
 from wsplex.ws.close import CloseCode
-from wsplex.ws.connection import After, Close, PongReceived, Reply, State, WebSocket
+from wsplex.ws.connection import After, Close, Failure, PongReceived, Reply, State, WebSocket
 from wsplex.ws.frames import Opcode, encode_frame
 
 log = logging.getLogger("wsplex.server")
@@ -49,6 +49,7 @@ _EMPTY_HEADERS: Final[CIMultiDictProxy[str]] = CIMultiDictProxy(CIMultiDict())
 #: asyncio's and uvloop's default high-water mark for a transport's write buffer.
 _DEFAULT_HIGH_WATER: Final = 64 * 1024
 _OPEN: Final = State.OPEN
+_FAILING: Final = State.FAILING
 _DISCONNECT: Final = After.DISCONNECT
 _HALF_CLOSE: Final = After.HALF_CLOSE
 #: After a keepalive timeout the peer is not reading: abort this long after the close frame.
@@ -234,7 +235,7 @@ class Connection(WSListener):
 
     # -- incoming ------------------------------------------------------------
 
-    def _act(self, result: Reply | Close | PongReceived) -> None:
+    def _act(self, result: Reply | Close | Failure | PongReceived) -> None:
         """A decision of :meth:`WebSocket.receive` other than a message."""
         if type(result) is Reply:
             rate = self.rate
@@ -243,6 +244,8 @@ class Connection(WSListener):
                 self._queue(result.frame)
         elif type(result) is PongReceived:
             self.ping_sent_at = None
+        elif type(result) is Failure:
+            self._fail_after_replies(result)
         else:
             self._apply(result)  # type: ignore[arg-type]
 
@@ -262,7 +265,8 @@ class Connection(WSListener):
 
     def write_frame(self, frame: bytes) -> None:
         """Queue one frame for this turn's write; the fan-out calls this once per receiver."""
-        if self.ws.state is _OPEN:
+        state = self.ws.state  # ``WebSocket.can_send``, without a property call per frame
+        if state is _OPEN or state is _FAILING:
             pending = self.pending  # _queue, inlined: this is the fan-out's inner loop
             if pending is None:
                 self.pending = [frame]
@@ -349,6 +353,8 @@ class Connection(WSListener):
         """
         if close is None:
             return
+        if self._close_timer is not None:
+            self._close_timer.cancel()
         self.session.closed = True
         if close.frame is not None:
             self._send_now(close.frame)
@@ -390,7 +396,27 @@ class Connection(WSListener):
     def _fail_parsed(self) -> None:
         failure, self.failure = self.failure, None
         if failure is not None:
-            self.fail(*failure)
+            violation = self.ws.violated(*failure)
+            if violation is not None:
+                self._fail_after_replies(violation)
+
+    def _fail_after_replies(self, failure: Failure) -> None:
+        """Fail for a wire error once the hooks of earlier messages have run.
+
+        A hook still awaiting something (a Redis round trip) owes the peer a
+        reply that must go out before our close frame ([3] in
+        :mod:`wsplex.ws.connection`): the failure joins the session's queue of
+        hooks. A hook that never finishes cannot keep the connection open:
+        ``close_timeout`` later it fails anyway.
+        """
+        self.session.run(self._fail_hook, failure.code, failure.reason)
+        if self.ws.state is _FAILING:
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(self.shared.settings.close_timeout, self.fail,
+                                                failure.code, failure.reason)
+
+    def _fail_hook(self, session: Session, code: int, reason: str) -> None:
+        self.fail(code, reason)
 
     # -- keepalive -------------------------------------------------------------
 

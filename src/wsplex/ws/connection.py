@@ -12,9 +12,11 @@ OPEN         data frame inside a message      ``None``                          
 OPEN         ping (§5.5.2)                    :class:`Reply`                         pong        OPEN
 OPEN         pong (§5.5.3)                    :data:`PONG`                           -           OPEN
 OPEN         close, valid (§5.5.1)            :class:`Close` then DISCONNECT         close [1]   CLOSED
-OPEN         wire error (§7.1.7)              :class:`Close` then HALF_CLOSE         close [2]   CLOSING
+OPEN         wire error (§7.1.7)              :class:`Failure` [2]                   -           FAILING
 OPEN         local ``close(code, reason)``    :class:`Close` then WAIT               close       CLOSING
 OPEN         local ``fail(code, reason)``     :class:`Close` then HALF_CLOSE         close       CLOSING
+FAILING      anything                         ``None`` (discarded)                   -           FAILING
+FAILING      local ``fail`` [3] or ``close``  :class:`Close` as from OPEN            close       CLOSING
 CLOSING      data, ping, pong (§5.5.1)        ``None`` (discarded)                   -           CLOSING
 CLOSING      close, any payload (§7.1.2)      :class:`Close` then DISCONNECT         -           CLOSED
 CLOSING      local close or fail              ``None``                               -           CLOSING
@@ -26,9 +28,13 @@ any          TCP gone: ``connection_lost()``  -                                 
     A server drops TCP first once the handshake is complete (§7.1.1).
 [2] 1002 for framing errors, 1007 for invalid UTF-8 (§8.1), 1009 for a message
     over the size limit (§7.4.1).
+[3] The caller fails with the :class:`Failure`'s code once the replies to the
+    peer's earlier, valid messages are queued: a protocol hook may still be
+    awaiting something when the bad frame arrives, and its reply must not be
+    lost behind our close frame. Until then the peer's input is discarded.
 
 Nothing is sent after our close frame (§5.5.1: it is the last frame an endpoint
-sends); the caller asks :attr:`WebSocket.state` before queueing data.
+sends); the caller asks :attr:`WebSocket.can_send` before queueing data.
 
 Reserved bits (§5.2) are an extension's to define. :attr:`WebSocket.rsv1_allowed`
 is the hook for one: permessage-deflate (RFC 7692 §6) will set it once negotiated
@@ -50,6 +56,7 @@ class State(Enum):
     """Where the closing handshake stands (RFC 6455 §7.1)."""
 
     OPEN = "open"
+    FAILING = "failing"  # the peer broke a rule; our close follows the replies already due (§7.1.7)
     CLOSING = "closing"  # we sent a close frame and wait for the peer's (§7.1.2)
     CLOSED = "closed"  # both close frames are exchanged: TCP goes (§7.1.1)
 
@@ -84,6 +91,14 @@ class Close:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """The peer broke a wire rule: fail the connection with ``code`` (§7.1.7), see [3] above."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PongReceived:
     """A pong arrived: the peer is alive (the keepalive of SPEC §1)."""
 
@@ -91,9 +106,10 @@ class PongReceived:
 #: The one :class:`PongReceived`: pongs carry nothing the server keeps.
 PONG: Final = PongReceived()
 
-Received = str | bytes | Reply | Close | PongReceived | None
+Received = str | bytes | Reply | Close | Failure | PongReceived | None
 
 _OPEN: Final = State.OPEN
+_FAILING: Final = State.FAILING
 _CLOSING: Final = State.CLOSING
 _CLOSED: Final = State.CLOSED
 # Plain ints: compared once per frame, cheaper than IntEnum members.
@@ -145,12 +161,12 @@ class WebSocket(MessageAssembler):
             # The library refuses reserved opcodes itself; this is the rule should it not.
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         except ProtocolViolation as violation:
-            return self.fail(violation.code, violation.reason)
+            return self.violated(violation.code, violation.reason)
 
     def _receive_close(self, payload: bytes) -> Close | None:
         state = self.state
-        if state is _CLOSED:
-            return None  # a second close frame (Autobahn 7.1.2) is ignored
+        if state is _CLOSED or state is _FAILING:
+            return None  # a second close frame (Autobahn 7.1.2), or input after a wire error
         self.state = _CLOSED
         if state is _CLOSING:  # the peer answered our close: §7.1.1, drop TCP
             return Close(None, self.close_code, self.close_reason, After.DISCONNECT)
@@ -163,6 +179,19 @@ class WebSocket(MessageAssembler):
         self.close_code, self.close_reason = request.code, request.reason
         return Close(close_frame(reply, ""), request.code, request.reason, After.DISCONNECT)
 
+    @property
+    def can_send(self) -> bool:
+        """Frames may still be queued: no close frame of ours has gone out."""
+        return self.state is _OPEN or self.state is _FAILING
+
+    def violated(self, code: int, reason: str) -> Failure | None:
+        """The peer broke a wire rule, found here or by the frame parser: OPEN -> FAILING."""
+        if self.state is not _OPEN:
+            return None
+        self.state = _FAILING
+        self.close_code, self.close_reason = code, reason
+        return Failure(code, reason)
+
     def close(self, code: int, reason: str) -> Close | None:
         """Start the closing handshake (§7.1.2); ``None`` when it has started already."""
         return self._start_closing(code, reason, After.WAIT)
@@ -172,7 +201,7 @@ class WebSocket(MessageAssembler):
         return self._start_closing(code, reason, After.HALF_CLOSE)
 
     def _start_closing(self, code: int, reason: str, then: After) -> Close | None:
-        if self.state is not _OPEN:
+        if self.state is not _OPEN and self.state is not _FAILING:
             return None
         self.state = _CLOSING
         self.close_code, self.close_reason = code, reason
