@@ -91,6 +91,7 @@ class Connection(WSListener):
         "admitted",
         "failure",
         "guard",
+        "offered",
         "on_message",
         "out",
         "paused",
@@ -118,6 +119,7 @@ class Connection(WSListener):
         self.session = Session(shared.hub.new_session_id(), protocol.name, accept.remote, self,
                                accept.query, accept.address)
         self.subprotocol = accept.subprotocol  # for the 101 response (RFC 6455 §4.2.2)
+        self.offered = accept.offered  # for the connect log line, then dropped
         self.ws = WebSocket(shared.settings.max_message_size)
         self.guard = guard
         self.transport: WSTransport | None = None
@@ -154,7 +156,9 @@ class Connection(WSListener):
         shared.hub.attach(session)  # and so into its protocol's channel
         self.stats.connections_total += 1
         self.stats.connections[session.protocol] += 1
-        log.debug("connect %s from %s protocol %s", session.id, session.remote, session.protocol)
+        log.debug("connect %s from %s offered=%s chose=%s",
+                  session.id, session.remote, ",".join(self.offered) or "-", session.protocol)
+        self.offered = ()
         session.run(self.protocol.on_connect)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:

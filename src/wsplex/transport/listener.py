@@ -123,8 +123,6 @@ class Listener:
         if type(decision) is Accept:
             refused = self.shared.counter.admit(decision.address)  # the slot, released by Connection
             if refused is None:
-                log.debug("accepted %s: offered %s, chose %s", decision.remote,
-                          ",".join(decision.offered) or "-", decision.protocol)
                 normalise_connection_header(request.headers)
                 name = decision.protocol
                 return Connection(self.shared, self.protocols[name], self.handlers[name], decision, guard)
