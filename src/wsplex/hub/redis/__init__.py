@@ -284,7 +284,10 @@ class RedisHub(NodeHub):
         self.directory.attached(session, first)
         if first and protocol_channel(session.protocol) not in self._pinned:
             self._changed()
-        self._hold(session)
+        # No barrier here: a connection's first messages are not held back for
+        # its presence entry (that would put a reply behind the close that a
+        # bad next frame earns, RFC 6455 §7.1.7); listings catch up within a
+        # round trip.
 
     def detach(self, session: Session) -> None:
         if session.id not in self.local.sessions:
@@ -309,7 +312,8 @@ class RedisHub(NodeHub):
         self.directory.subscribed(topic_filter, session.id, first)
         if first:
             self._changed()
-        self._hold(session)
+        if topic_filter not in self._pinned_filters:  # a pinned filter is live already
+            self._hold(session)
 
     def unsubscribe(self, topic_filter: str, session: Session) -> None:
         if topic_filter not in (session.filters or ()):
