@@ -10,7 +10,7 @@ framed once, as it was sent, for every echo receiver (``native``).
 
 from __future__ import annotations
 
-from wsplex.app import HookResult, Outgoing, Protocol, Publication, Sender, Session
+from wsplex.app import Context, HookResult, Outgoing, Protocol, Publication, Sender, Session
 
 TOPIC = "echo"
 
@@ -23,6 +23,10 @@ class EchoProtocol(Protocol):
         "client connected with the echo protocol, with its type unchanged.\n"
         "It is topic 'echo' for every other protocol of this server."
     )
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.hub.pin(TOPIC)  # every echo client hears every node from its handshake on
 
     def on_connect(self, session: Session) -> HookResult:
         session.state = Sender(self.name, session.id)
