@@ -435,6 +435,15 @@ async def test_channels_broadcast_members_and_listing(cluster: Cluster) -> None:
     assert l2.frames.empty() and l3.frames.empty()
 
 
+async def test_a_channel_of_thousands_is_listed_whole(cluster: Cluster) -> None:
+    """A protocol's channel holds every session of the protocol (10,000 idle echo clients)."""
+    a, b = await cluster(), await cluster()
+    sessions = [connect(b, "many")[0] for _ in range(9000)]
+    await settle(b)
+    members = await a.members(protocol_channel("many"))
+    assert sorted(c.id for c in members) == sorted(s.id for s in sessions)
+
+
 async def test_channels_and_topics_do_not_mix(cluster: Cluster) -> None:
     a, b = await cluster(), await cluster()
     (s, link) = connect(b)

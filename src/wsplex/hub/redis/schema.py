@@ -84,14 +84,22 @@ return out
 """
 
 #: Other live nodes, each followed by its members of ARGV[4] (kind ARGV[3]) and their presence.
+#: HMGET goes by chunks: Lua's unpack() fails past a few thousand values, and a
+#: protocol's channel holds every session of the protocol.
 MEMBERS_SCRIPT: Final = _LIVE_NODES + """
 local out = {}
 for _, node in ipairs(live) do
   local ids = redis.call('SMEMBERS', prefix .. ARGV[3] .. 'members:' .. node .. ':' .. ARGV[4])
   if #ids > 0 then
+    local infos = {}
+    for first = 1, #ids, 1000 do
+      local chunk = redis.call('HMGET', prefix .. 'presence:' .. node,
+                               unpack(ids, first, math.min(first + 999, #ids)))
+      for i = 1, #chunk do infos[#infos + 1] = chunk[i] end
+    end
     out[#out + 1] = node
     out[#out + 1] = ids
-    out[#out + 1] = redis.call('HMGET', prefix .. 'presence:' .. node, unpack(ids))
+    out[#out + 1] = infos
   end
 end
 return out
