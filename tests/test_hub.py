@@ -391,6 +391,35 @@ async def test_a_subscriber_is_listed_everywhere_before_its_next_event(cluster: 
     assert await asyncio.wait_for(seen, 5) == ([s.id], [s.id])
 
 
+async def test_a_hook_that_subscribes_before_its_first_wait_keeps_the_event_order(cluster: Cluster) -> None:
+    """The barrier a subscribe puts on the session does not let later events
+    overtake the rest of the hook that subscribed (``Session.run``)."""
+    b = await cluster()
+    (s, _) = connect(b)
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[None] = loop.create_future()
+    order: list[str] = []
+
+    async def subscribing(session: Session) -> None:
+        b.subscribe("t", session)
+        await gate
+        order.append("subscribing hook done")
+
+    def next_event(session: Session) -> None:
+        order.append("next event")
+        done.set_result(None)
+
+    s.run(subscribing)
+    s.run(next_event)
+    await settle(b)  # the barrier has opened
+    await settle(b)
+    assert order == []
+    gate.set_result(None)
+    await asyncio.wait_for(done, 5)
+    assert order == ["subscribing hook done", "next event"]
+
+
 async def test_clients_lists_every_node_and_follows_touch(cluster: Cluster) -> None:
     a, b = await cluster(), await cluster()
     (s1, _), (s2, _) = connect(a, "echo"), connect(b, "chat", name="bob")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -245,7 +245,8 @@ class Directory:
         return [(scope, name, self.queue.call(self.claim_command(scope, name, s.id)))
                 for scope, name, s in self.local.held_names()]
 
-    def _memberships(self) -> Iterator[tuple[str, Any, list[tuple[str, list[str]]]]]:
+    def _memberships(self) -> Iterator[tuple[str, Callable[[str], str], list[tuple[str, list[str]]]]]:
+        """Filters, then channels: the index key, the members key of each, and their local members."""
         keys = self.keys
         yield keys.filters, keys.filter_members, [(f, ids) for f, ids in self.local.subscriptions() if ids]
         yield keys.channels, keys.channel_members, [(c, ids) for c, ids in self.local.channels() if ids]
