@@ -41,7 +41,7 @@ Retained publications and history
     a publication finds it there.
 
 Barriers
-    After a subscribe, a join or a connect the session's next event waits
+    After a subscribe (to a filter that is not pinned) or a join, the session's next event waits
     until the batch holding its directory writes (and, before it, the
     SUBSCRIBE) has executed: a client that got an answer after joining a room
     is listed as a member everywhere and hears what other nodes publish there.
