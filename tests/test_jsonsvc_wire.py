@@ -20,6 +20,7 @@ from wsplex.protocols.jsonsvc.wire import (
     dump,
     join,
     parse,
+    private_receiver,
     split_message,
     with_sender,
 )
@@ -102,6 +103,29 @@ def test_service_keys_take_a_name_or_a_list(services: list[str], key: str) -> No
         return
     assert isinstance(parsed, Message)
     assert getattr(parsed, key) == tuple(dict.fromkeys(services))
+
+
+@given(st.one_of(st.text(), st.text(alphabet='{}[]>"\\:,. \nafromtoputgetn0123456789eE+-', max_size=60),
+                 st.builds(join, headers, data)))
+@example('{"from":"a","to":"b"}>x')
+@example('{"from":"a","to":"b>c"}>x')
+@example('{"from":"a","to":"b","n":1e999}>x')
+@example('{"from":"a","to":"b","s":"\\ud800"}>x')
+@example('{"from":"a","to":"b","n":' + "9" * 30 + '}')
+@example('{"from":"a","to":"JSONsvc"}')
+@example(' {"from":"a","to":"b"} >x')
+@example('{"from":"a","to":"b"}x>y')
+def test_the_fast_path_agrees_with_the_parser(text: str) -> None:
+    """Whatever the hot path routes unchanged, the full parser reads as a private
+    message from that sender to that receiver, which goes on unchanged."""
+    for sender in ("a", "b"):
+        to = private_receiver(text, sender)
+        if to is None:
+            continue
+        parsed = parse(text)
+        assert isinstance(parsed, Message), (text, parsed)
+        assert (parsed.sender, parsed.to) == (sender, to)
+        assert with_sender(parsed, sender) == text
 
 
 # -- examples, byte for byte -------------------------------------------------------------

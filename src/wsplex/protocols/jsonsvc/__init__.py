@@ -64,6 +64,7 @@ from wsplex.protocols.jsonsvc.wire import (
     WireError,
     dump,
     parse,
+    private_receiver,
     valid_name,
     with_sender,
 )
@@ -129,21 +130,22 @@ class JSONsvcProtocol(Protocol):
 
     def on_message(self, session: Session, message: str | bytes) -> HookResult:
         peer: Peer = session.state
-        if isinstance(message, bytes):
+        if type(message) is not str:
             self._error(session, peer.name, "JSONsvc takes text messages: a JSON header, then '>' and data")
             return None
-        parsed = parse(message)
-        if isinstance(parsed, WireError):
-            self._error(session, peer.name or parsed.sender, parsed.reason)
-            return None
-        to = parsed.to
-        if peer.name is not None and to is not None and to != SERVER_NAME:
-            # The hot path, a message to a named client: no coroutine when the
-            # receiver is on this node.
-            target = self.hub.holder_here(NAME_SCOPE, to)
+        name = peer.name
+        if name is not None:
+            # The hot path, a message to a client of this node: no coroutine.
+            to = private_receiver(message, name)
+            target = self.hub.holder_here(NAME_SCOPE, to) if to is not None else None
             if target is not None:
-                self.hub.send_to(target, Outgoing.text(with_sender(parsed, peer.name)))
+                self.hub.send_to(target, Outgoing.text(message))
                 return None
+        parsed = parse(message)
+        if type(parsed) is WireError:
+            self._error(session, name or parsed.sender, parsed.reason)
+            return None
+        assert type(parsed) is Message
         return self._handle(session, peer, parsed)
 
     def on_disconnect(self, session: Session, code: int) -> HookResult:

@@ -15,7 +15,8 @@ Rules, in the order :func:`parse` applies them:
   is only bounded by the server's message size limit.
 * The header must be an object with a string ``from``; ``to`` is a string;
   ``provides``, ``requests``, ``get`` and ``put`` are each a service name or a
-  list of them. Every other key is the receiver's business and left alone.
+  list of them, checked when the server acts on them (not in a message ``to``
+  a client). Every other key is the receiver's business and left alone.
 
 :func:`parse` never raises: it returns a :class:`Message` or a :class:`WireError`
 whose ``reason`` is the text of the error reply.
@@ -140,6 +141,32 @@ def split_message(text: str) -> tuple[dict[str, Any], str | None] | WireError:
     )
 
 
+def private_receiver(text: str, sender: str) -> str | None:
+    """The receiver of ``text`` if it is a well-formed private message from ``sender``
+    that goes on unchanged (the hot path: ``{"from":"a","to":"b"}>data``), else None
+    and :func:`parse` decides.
+
+    orjson reads the header cut at the first ``>``: faster than the standard
+    decoder, and safe here because nothing of the header is written back. A cut
+    that falls inside a header string leaves an unterminated string, which
+    orjson refuses, and so does everything else it reads differently from
+    :data:`_decoder` (lone surrogates, NaN, overflowing numbers, deep nesting):
+    all of those take the full path.
+    """
+    cut = text.find(_DATA_MARK)
+    head = text if cut < 0 else text[:cut]
+    if len(head) > HEADER_LIMIT:
+        return None
+    try:
+        header = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return None
+    if type(header) is not dict or header.get("from") != sender:
+        return None
+    to = header.get("to")
+    return to if type(to) is str and to != SERVER_NAME else None
+
+
 def check_header(header: dict[str, Any], data: str | None, text: str) -> Message | WireError:
     """Check the keys the server acts on; every other key passes through untouched."""
     sender = header.get("from")
@@ -148,8 +175,13 @@ def check_header(header: dict[str, Any], data: str | None, text: str) -> Message
     if not isinstance(sender, str):
         return WireError(f'"from" must be a string, not {_json_type(sender)}')
     to = header.get("to")
-    if to is not None and not isinstance(to, str):
-        return WireError(f'"to" must be a string, not {_json_type(to)}', sender)
+    if to is not None:
+        if not isinstance(to, str):
+            return WireError(f'"to" must be a string, not {_json_type(to)}', sender)
+        if to != SERVER_NAME:
+            # A private message: the server only routes it and acts on none of its
+            # service keys, so they are the receiver's business (and the hot path).
+            return Message(header, data, text, sender, to)
     services: dict[str, tuple[str, ...]] = {}
     for key in SERVICE_KEYS:
         value = header.get(key)
