@@ -27,7 +27,7 @@ from wsplex.app.publication import Publication, Sender
 from wsplex.hub.redis import RedisHub
 from wsplex.server import Server
 
-ECHO = ["echo"]
+ECHO = [Subprotocol("echo")]
 SENDER = Sender("test", "tester")
 Spawn = Callable[..., WsplexProcess]
 
@@ -44,7 +44,7 @@ async def http_get(url: str) -> tuple[int, str]:
 
 
 async def open_echo(url: str) -> ClientConnection:
-    return await connect(url, subprotocols=ECHO)  # type: ignore[list-item]
+    return await connect(url, subprotocols=ECHO)
 
 
 def node(spawn: Spawn, redis_url: str, *args: str) -> WsplexProcess:
@@ -55,8 +55,8 @@ def node(spawn: Spawn, redis_url: str, *args: str) -> WsplexProcess:
 async def test_echo_reaches_clients_on_every_node(start_server: ServerFactory) -> None:
     one, two = await start_server(protocols=("echo",)), await start_server(protocols=("echo",))
     async with (
-        connect(ws_url(one), subprotocols=ECHO) as a,  # type: ignore[arg-type]
-        connect(ws_url(two), subprotocols=ECHO) as b,  # type: ignore[arg-type]
+        connect(ws_url(one), subprotocols=ECHO) as a,
+        connect(ws_url(two), subprotocols=ECHO) as b,
     ):
         await a.send("from one")
         assert [await a.recv(), await b.recv()] == ["from one", "from one"]
