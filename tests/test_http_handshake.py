@@ -46,7 +46,7 @@ def refused(decision: object, status: HTTPStatus, reason: Refusal) -> Refused:
 
 def test_accept_echoes_the_first_offer_the_server_has() -> None:
     decision = decide(upgrade("/?name=alice&x=1", offer("nope", "chat", "echo")), SETTINGS, REGISTRY)
-    assert decision == Accept("chat", "chat", "/", {"name": "alice", "x": "1"}, ("nope", "chat", "echo"),
+    assert decision == Accept("chat", "chat", "/", "name=alice&x=1", ("nope", "chat", "echo"),
                               "192.0.2.7", "192.0.2.7:50000")
 
 

@@ -109,7 +109,8 @@ class ProtocolRegistry:
             return default if default in self._classes else None
         if prefer == "server":
             return next((name for name in self._classes if name in offered), None)
-        return next((name for name in offered if name in self._classes), None)
+        # Our own copy of the name, not the client's: each connection keeps it for its 101.
+        return next((self._classes[name].name for name in offered if name in self._classes), None)
 
 
 def parse_offer(header_values: Iterable[str]) -> list[str]:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from wsplex.app.outgoing import Outgoing
 from wsplex.ws.close import CloseCode
@@ -45,6 +46,7 @@ class Session:
     __slots__ = (
         "_backlog",
         "_link",
+        "_query",
         "_task",
         "address",
         "channels",
@@ -53,7 +55,6 @@ class Session:
         "id",
         "name",
         "protocol",
-        "query",
         "remote",
         "since",
         "state",
@@ -65,7 +66,7 @@ class Session:
         protocol: str,
         remote: str,
         link: Link,
-        query: dict[str, str] | None = None,
+        query: str = "",
         address: str | None = None,
     ) -> None:
         self.id = session_id
@@ -74,12 +75,13 @@ class Session:
         self.address = remote if address is None else address  # the host: what per-client limits count
         self.since = time.time()
         self.name: str | None = None
-        self.query = query or {}
+        self._query = query  # as it came in the URL: a dict of it is ~300 bytes per idle connection
         self.state: Any = None  # free for the protocol's per-connection state
         self.closed = False
         #: The topic filters and channels this session is in, kept by the hub so a
         #: disconnect costs the session's own subscriptions; None until the first.
-        self.filters: set[str] | None = None
+        #: One filter is the string itself, a set from the second (``hub/local.py``).
+        self.filters: str | set[str] | None = None
         self.channels: set[str] | None = None
         self._link = link
         self._task: asyncio.Future[None] | None = None  # the hook being awaited
@@ -87,6 +89,11 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.protocol} {self.remote}>"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The handshake URL's query parameters, parsed on each read (RFC 3986 §3.4)."""
+        return dict(parse_qsl(self._query)) if self._query else {}
 
     # -- sending -------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from wsplex.app.registry import ProtocolRegistry, parse_offer
 from wsplex.config import Settings
@@ -72,7 +72,7 @@ class Accept:
     protocol: str
     subprotocol: str | None
     path: str
-    query: dict[str, str]
+    query: str  # raw: the session parses it when a protocol asks
     offered: tuple[str, ...]
     address: str  # the client address to admit (see the module docstring)
     remote: str  # the peer as people read it, for logs and ``clients``
@@ -120,7 +120,7 @@ def decide(request: Request, settings: Settings, registry: ProtocolRegistry) -> 
     if only is not None and chosen != only:
         return Refused(HTTPStatus.NOT_FOUND, Refusal.PATH,
                        f"no WebSocket endpoint at {path} for {chosen}; {path} is for {only}")
-    return Accept(chosen, chosen if offered else None, path, dict(parse_qsl(url.query)),
+    return Accept(chosen, chosen if offered else None, path, url.query,
                   tuple(offered), client_address(request.peer), format_peer(request.peer))
 
 

@@ -29,11 +29,13 @@ class EchoProtocol(Protocol):
         self.hub.pin(TOPIC)  # every echo client hears every node from its handshake on
 
     def on_connect(self, session: Session) -> HookResult:
-        session.state = Sender(self.name, session.id)
         self.hub.subscribe(TOPIC, session)
         return None
 
     def on_message(self, session: Session, message: str | bytes) -> HookResult:
+        sender = session.state
+        if sender is None:  # made at the first message: an idle client costs no Sender
+            sender = session.state = Sender(self.name, session.id)
         native = Outgoing.text(message) if isinstance(message, str) else Outgoing.binary(message)
-        self.hub.publish(Publication(TOPIC, message, session.state, native=native))
+        self.hub.publish(Publication(TOPIC, message, sender, native=native))
         return None

@@ -146,7 +146,6 @@ class Connection(WSListener):
         request = transport.request
         request.headers = _EMPTY_HEADERS  # type: ignore[assignment]
         request.method = request.path = request.version = b""
-        transport.response.headers = _EMPTY_HEADERS  # type: ignore[assignment]
         shared = self.shared
         session = self.session
         self.rate.window_start = asyncio.get_running_loop().time()

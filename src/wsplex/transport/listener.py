@@ -78,6 +78,7 @@ class Listener:
         self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
                                       f"handshake not completed within {settings.handshake_timeout:g} s")
         self._server: asyncio.Server | None = None
+        self._switching: dict[str | None, Any] = {}
 
     @property
     def connections(self) -> set[Connection]:
@@ -128,6 +129,20 @@ class Listener:
                 return Connection(self.shared, self.protocols[name], self.handlers[name], decision, guard)
             decision = refused
         return self._refuse(cast(Refused, decision), peer)
+
+    def switching(self, subprotocol: str | None) -> Any:
+        """The 101 response for ``subprotocol``: one per name, shared by its connections.
+
+        picows keeps the response it sent on the transport for the connection's
+        life (64 bytes and a header dict per idle connection). It sets the
+        request's Sec-WebSocket-Accept on it and writes it in one call, so one
+        object can serve every handshake.
+        """
+        response = self._switching.get(subprotocol)
+        if response is None:
+            headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol is not None else {}
+            response = self._switching[subprotocol] = WSUpgradeResponse.create_101_response(headers)
+        return response
 
     def _refuse(self, refused: Refused, peer: Any) -> Response:
         self.shared.stats.refusals[refused.reason] += 1
@@ -201,10 +216,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         self.peer = None  # the session has it as text now; a tuple less per idle connection
         if isinstance(answer, Connection):
             self.connection = answer
-            subprotocol = answer.subprotocol
-            headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol is not None else {}
-            response = WSUpgradeResponse.create_101_response(headers)
-            return WSUpgradeResponseWithListener(response, answer)
+            return WSUpgradeResponseWithListener(self._listener.switching(answer.subprotocol), answer)
         self.accounted = True
         return WSUpgradeResponseWithListener(_picows_response(answer), None)
 

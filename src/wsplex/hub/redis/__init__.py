@@ -304,7 +304,7 @@ class RedisHub(NodeHub):
     # -- the topic space -----------------------------------------------------------
 
     def subscribe(self, topic_filter: str, session: Session) -> None:
-        if topic_filter in (session.filters or ()):
+        if self.local.is_subscribed(topic_filter, session):
             return
         first = self.local.subscribe(topic_filter, session)
         if session.id not in self.local.sessions:
@@ -316,7 +316,7 @@ class RedisHub(NodeHub):
             self._hold(session)
 
     def unsubscribe(self, topic_filter: str, session: Session) -> None:
-        if topic_filter not in (session.filters or ()):
+        if not self.local.is_subscribed(topic_filter, session):
             return
         last = self.local.unsubscribe(topic_filter, session)
         self.directory.unsubscribed(topic_filter, session.id, last)
