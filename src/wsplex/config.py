@@ -90,6 +90,25 @@ def positive(text: str) -> int:
     return value
 
 
+def window_bits(text: str) -> int:
+    """An LZ77 window as a power of two, 8 to 15 (RFC 7692 §7.1.2)."""
+    value = count(text)
+    if not 8 <= value <= 15:
+        raise BadValue(f"must be between 8 and 15, not {value}")
+    return value
+
+
+def zlib_level(low: int) -> Callable[[str], int]:
+    """A zlib level: compression 1-9, memory 1-9."""
+    def parse(text: str) -> int:
+        value = count(text)
+        if not low <= value <= 9:
+            raise BadValue(f"must be between {low} and 9, not {value}")
+        return value
+
+    return parse
+
+
 def header_limit(text: str) -> int:
     """A ``--max-header-size``: picows refuses anything above 16 KiB on its own."""
     value = size(text)
@@ -217,8 +236,8 @@ class Option:
 BUILTIN_PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
 DEFAULT_PORT = 12352
 
-NETWORK, PROTOCOLS, KEEPALIVE, LIMITS, CLUSTER, LOGGING = (
-    "network", "protocols", "keepalive", "limits", "cluster", "logging")
+NETWORK, PROTOCOLS, KEEPALIVE, LIMITS, COMPRESSION, CLUSTER, LOGGING = (
+    "network", "protocols", "keepalive", "limits", "compression", "cluster", "logging")
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", None, "interface to listen on", NETWORK, shown="every interface"),
@@ -239,6 +258,14 @@ OPTIONS: tuple[Option, ...] = (
            "(repeatable)", PROTOCOLS, metavar="PKG.MOD:CLASS", attr="protocol_modules", repeat=True),
     Option("chat_history", 20, "chat messages a client joining a room receives; 0 disables",
            PROTOCOLS, count, metavar="N"),
+    Option("stomp_heart_beat", 10_000, "STOMP heart-beat the server offers, both ways: it sends "
+           "at least and wants at least every MS milliseconds (STOMP 1.2 heart-beating); 0 disables",
+           PROTOCOLS, count, metavar="MS"),
+    Option("stomp_max_frame_size", 1 << 20, "largest STOMP frame, headers and body, accepted; a "
+           "bigger one gets an ERROR frame and the close", PROTOCOLS, size, metavar="BYTES",
+           show=show_size),
+    Option("stomp_queue_limit", 10_000, "messages a STOMP /queue/ keeps while nobody consumes "
+           "them; past it the oldest are dropped and counted", PROTOCOLS, positive, metavar="N"),
     Option("admin_token_file", None, "file holding the token for privileged commands "
            "(or set WSPLEX_ADMIN_TOKEN)", PROTOCOLS, metavar="PATH", derived=True,
            shown="none, so privileged commands are disabled"),
@@ -263,6 +290,22 @@ OPTIONS: tuple[Option, ...] = (
            metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
+
+    Option("compression", True, "permessage-deflate (RFC 7692) with clients that offer it",
+           COMPRESSION, flag=True),
+    Option("compression_threshold", 128, "messages shorter than this go out uncompressed",
+           COMPRESSION, size, metavar="BYTES"),
+    Option("compression_context_takeover", False, "keep zlib state between messages when the "
+           "client allows it: better ratios, and memory per connection (see README)", COMPRESSION,
+           flag=True),
+    Option("compression_server_window_bits", 15, "largest LZ77 window (2^N bytes) the server "
+           "compresses with", COMPRESSION, window_bits, metavar="8-15"),
+    Option("compression_client_window_bits", 15, "largest window asked of clients (with context "
+           "takeover, what their context costs here)", COMPRESSION, window_bits, metavar="8-15"),
+    Option("compression_memory_level", 8, "zlib memory level of a compressor kept with context "
+           "takeover", COMPRESSION, zlib_level(1), metavar="1-9"),
+    Option("compression_level", 6, "zlib compression level", COMPRESSION, zlib_level(1),
+           metavar="1-9"),
 
     Option("redis", None, "redis://HOST:PORT/DB: run as one node of a cluster (or set "
            "WSPLEX_REDIS_URL)", CLUSTER, metavar="URL", attr="redis_url", env=("WSPLEX_REDIS_URL",)),
@@ -310,7 +353,19 @@ class Settings:
 
     # Protocol options
     chat_history: int = _default("chat_history")
+    stomp_heart_beat: int = _default("stomp_heart_beat")  # milliseconds
+    stomp_max_frame_size: int = _default("stomp_max_frame_size")
+    stomp_queue_limit: int = _default("stomp_queue_limit")
     admin_token: str | None = field(default=None, repr=False)  # from --admin-token-file or the env
+
+    # Compression (SPEC §14)
+    compression: bool = _default("compression")
+    compression_threshold: int = _default("compression_threshold")
+    compression_context_takeover: bool = _default("compression_context_takeover")
+    compression_server_window_bits: int = _default("compression_server_window_bits")
+    compression_client_window_bits: int = _default("compression_client_window_bits")
+    compression_memory_level: int = _default("compression_memory_level")
+    compression_level: int = _default("compression_level")
 
     # Cluster (SPEC §9)
     redis_url: str | None = _default("redis")

@@ -23,6 +23,12 @@ class Stats:
     bytes_out: int = 0  # bytes handed to the socket
     connections_total: int = 0
     slow_consumer_drops: int = 0
+    #: permessage-deflate (SPEC §14): messages received and sent compressed, the bytes the
+    #: compressed frames saved on the wire, and deflate runs (a fan-out is one run).
+    compressed_messages_in: int = 0
+    compressed_messages_out: int = 0
+    compression_saved_bytes: int = 0
+    compressions: int = 0
     redis_disconnects: int = 0  # times this node lost Redis (or could not reach it at start)
     redis_dropped: int = 0  # messages for other nodes dropped while Redis was unreachable
     connections: Counter[str] = field(default_factory=Counter)  # open, by protocol

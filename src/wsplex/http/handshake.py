@@ -12,6 +12,10 @@ translates the outcome into the WebSocket library's response. In order:
 5. an ``Origin`` outside ``--origin``: 403 (RFC 6455 §4.2.2, §10.2);
 6. no offered protocol the server has: 400 naming the ones it has (SPEC §1).
 
+An accepted upgrade also carries the permessage-deflate parameters in force
+(:func:`wsplex.ws.deflate.negotiate`, SPEC §14), None when the client offered
+none the server takes or ``--no-compression``: extensions never refuse.
+
 Counting a connection slot is a side effect, so it is not done here: an
 :class:`Accept` names the client ``address`` to admit, and the caller asks
 :meth:`~wsplex.http.admission.ConnectionCounter.admit`, whose refusal (503) it
@@ -32,6 +36,7 @@ from wsplex.app.registry import ProtocolRegistry, parse_offer
 from wsplex.config import Settings
 from wsplex.http.admission import Refusal, Refused, header_size, origin_allowed
 from wsplex.http.routes import Response
+from wsplex.ws.deflate import Deflate, DeflateSettings, negotiate
 
 #: Paths that take an upgrade for every protocol.
 WEBSOCKET_PATHS = frozenset({"/", "/ws"})
@@ -76,6 +81,7 @@ class Accept:
     offered: tuple[str, ...]
     address: str  # the client address to admit (see the module docstring)
     remote: str  # the peer as people read it, for logs and ``clients``
+    deflate: Deflate | None = None  # permessage-deflate in force (RFC 7692), answered in the 101
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,21 @@ def decide(request: Request, settings: Settings, registry: ProtocolRegistry) -> 
         return Refused(HTTPStatus.NOT_FOUND, Refusal.PATH,
                        f"no WebSocket endpoint at {path} for {chosen}; {path} is for {only}")
     return Accept(chosen, chosen if offered else None, path, url.query,
-                  tuple(offered), client_address(request.peer), format_peer(request.peer))
+                  tuple(offered), client_address(request.peer), format_peer(request.peer),
+                  choose_deflate(request, settings))
+
+
+def choose_deflate(request: Request, settings: Settings) -> Deflate | None:
+    """The permessage-deflate offer taken (RFC 7692 §5), unless compression is off."""
+    if not settings.compression:
+        return None
+    offers = request.header_values("Sec-WebSocket-Extensions")
+    if not offers:
+        return None
+    return negotiate(offers, DeflateSettings(
+        settings.compression_context_takeover, settings.compression_server_window_bits,
+        settings.compression_client_window_bits, settings.compression_memory_level,
+        settings.compression_level, settings.compression_threshold))
 
 
 def client_address(peer: Any) -> str:

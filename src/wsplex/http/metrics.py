@@ -56,6 +56,18 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_slow_consumer_drops",
                                   "Connections closed because their send buffer passed the cap",
                                   value=stats.slow_consumer_drops)
+        yield CounterMetricFamily("wsplex_compressed_messages_received",
+                                  "Messages received compressed (permessage-deflate)",
+                                  value=stats.compressed_messages_in)
+        yield CounterMetricFamily("wsplex_compressed_messages_sent",
+                                  "Messages queued to clients compressed (permessage-deflate)",
+                                  value=stats.compressed_messages_out)
+        yield CounterMetricFamily("wsplex_compression_saved_bytes",
+                                  "Bytes compression saved on the wire: plain minus compressed frames",
+                                  value=stats.compression_saved_bytes)
+        yield CounterMetricFamily("wsplex_compressions",
+                                  "Messages deflated; a fan-out is compressed once for its receivers",
+                                  value=stats.compressions)
         yield CounterMetricFamily("wsplex_redis_disconnects",
                                   "Times this node lost Redis or could not reach it (SPEC §9)",
                                   value=stats.redis_disconnects)

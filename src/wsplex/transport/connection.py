@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from picows import WSFrame, WSListener, WSTransport
@@ -107,6 +107,8 @@ class Connection(WSListener):
         "transport",
         "ws",
     )
+    #: permessage-deflate's connection gives its sessions another ``send`` (:mod:`.deflate`).
+    session_type: ClassVar[type[Session]] = Session
 
     def __init__(
         self, shared: Shared, protocol: AppProtocol, on_message: Hook, accept: Accept, guard: GuardedTransport
@@ -116,7 +118,7 @@ class Connection(WSListener):
         self.admitted = True  # counted by ``shared.counter`` until :meth:`release`
         self.protocol = protocol
         self.on_message = on_message  # ``protocol.on_message``, bound once per protocol, not per message
-        self.session = Session(shared.hub.new_session_id(), protocol.name, accept.remote, self,
+        self.session = self.session_type(shared.hub.new_session_id(), protocol.name, accept.remote, self,
                                accept.query, accept.address)
         self.subprotocol = accept.subprotocol  # for the 101 response (RFC 6455 §4.2.2)
         self.offered = accept.offered  # for the connect log line, then dropped

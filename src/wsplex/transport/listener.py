@@ -33,6 +33,7 @@ from wsplex.http.admission import Refusal, Refused
 from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
 from wsplex.http.routes import Response
 from wsplex.transport.connection import Connection, Shared
+from wsplex.transport.deflate import DeflateConnection
 from wsplex.transport.picows_workarounds import (
     PICOWS_MAX_HEADER_SIZE,
     GuardedTransport,
@@ -78,7 +79,7 @@ class Listener:
         self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
                                       f"handshake not completed within {settings.handshake_timeout:g} s")
         self._server: asyncio.Server | None = None
-        self._switching: dict[str | None, Any] = {}
+        self._switching: dict[tuple[str | None, str | None], Any] = {}
 
     @property
     def connections(self) -> set[Connection]:
@@ -126,22 +127,27 @@ class Listener:
             if refused is None:
                 normalise_connection_header(request.headers)
                 name = decision.protocol
-                return Connection(self.shared, self.protocols[name], self.handlers[name], decision, guard)
+                kind = Connection if decision.deflate is None else DeflateConnection
+                return kind(self.shared, self.protocols[name], self.handlers[name], decision, guard)
             decision = refused
         return self._refuse(cast(Refused, decision), peer)
 
-    def switching(self, subprotocol: str | None) -> Any:
-        """The 101 response for ``subprotocol``: one per name, shared by its connections.
+    def switching(self, subprotocol: str | None, extensions: str | None = None) -> Any:
+        """The 101 response for ``subprotocol`` and the permessage-deflate answer
+        ``extensions`` (RFC 7692 §5): one per pair, shared by their connections.
 
         picows keeps the response it sent on the transport for the connection's
         life (64 bytes and a header dict per idle connection). It sets the
         request's Sec-WebSocket-Accept on it and writes it in one call, so one
         object can serve every handshake.
         """
-        response = self._switching.get(subprotocol)
+        key = (subprotocol, extensions)
+        response = self._switching.get(key)
         if response is None:
             headers = {"Sec-WebSocket-Protocol": subprotocol} if subprotocol is not None else {}
-            response = self._switching[subprotocol] = WSUpgradeResponse.create_101_response(headers)
+            if extensions is not None:
+                headers["Sec-WebSocket-Extensions"] = extensions
+            response = self._switching[key] = WSUpgradeResponse.create_101_response(headers)
         return response
 
     def _refuse(self, refused: Refused, peer: Any) -> Response:
@@ -216,7 +222,9 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         self.peer = None  # the session has it as text now; a tuple less per idle connection
         if isinstance(answer, Connection):
             self.connection = answer
-            return WSUpgradeResponseWithListener(self._listener.switching(answer.subprotocol), answer)
+            extensions = answer.ws.deflate.response if isinstance(answer, DeflateConnection) else None
+            response = self._listener.switching(answer.subprotocol, extensions)
+            return WSUpgradeResponseWithListener(response, answer)
         self.accounted = True
         return WSUpgradeResponseWithListener(_picows_response(answer), None)
 
