@@ -249,3 +249,18 @@ async def test_rooms_must_be_one_topic_level(open_client: Open) -> None:
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
+
+
+async def test_subscriptions_per_connection_are_capped(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=PROTOCOLS, max_subscriptions=3)
+    async with connect(ws_url(server), subprotocols=[Subprotocol("JSONsvc")]) as dash:
+        await dash.send(header({"from": "dash", "requests": ["a", "b", "c"]}))
+        await marker(dash, "dash")  # three: at the cap, accepted silently
+        await dash.send(header({"from": "dash", "requests": ["c", "d", "e"]}))
+        reply = json.loads(await recv_text(dash))
+        assert reply["error"] == "too many services for one connection: refused 'd', 'e'", reply
+        async with connect(ws_url(server), subprotocols=[Subprotocol("JSONsvc")]) as sensor:
+            await sensor.send(header({"from": "sensor", "put": "c"}, "still heard"))
+            assert await recv_text(dash) == '{"from":"sensor","put":"c"}>still heard'
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics")
+        assert "wsplex_subscriptions_refused_total 2.0" in metrics

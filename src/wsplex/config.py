@@ -90,6 +90,14 @@ def positive(text: str) -> int:
     return value
 
 
+def subscription_cap(text: str) -> int:
+    """A ``--max-subscriptions``: a chat client holds two (its room's channel and topic)."""
+    value = count(text)
+    if value < 2:
+        raise BadValue(f"must be at least 2 (a chat room is a channel and a topic), not {value}")
+    return value
+
+
 def window_bits(text: str) -> int:
     """An LZ77 window as a power of two, 8 to 15 (RFC 7692 §7.1.2)."""
     value = count(text)
@@ -258,6 +266,13 @@ OPTIONS: tuple[Option, ...] = (
            "(repeatable)", PROTOCOLS, metavar="PKG.MOD:CLASS", attr="protocol_modules", repeat=True),
     Option("chat_history", 20, "chat messages a client joining a room receives; 0 disables",
            PROTOCOLS, count, metavar="N"),
+    Option("mqtt_max_queued", 1000, "QoS 1 and 2 messages an MQTT session keeps queued (client "
+           "away or in-flight window full); past it the oldest are dropped and counted", PROTOCOLS,
+           positive, metavar="N"),
+    Option("mqtt_max_inflight", 100, "QoS 1 and 2 messages in flight to one MQTT client (at most "
+           "the client's 5.0 Receive Maximum)", PROTOCOLS, positive, metavar="N"),
+    Option("mqtt_session_expiry", 86_400, "seconds, at most, an MQTT session outlives its connection "
+           "(3.1.1 clean session 0, 5.0 Session Expiry Interval)", PROTOCOLS, count, metavar="S"),
     Option("stomp_heart_beat", 10_000, "STOMP heart-beat the server offers, both ways: it sends "
            "at least and wants at least every MS milliseconds (STOMP 1.2 heart-beating); 0 disables",
            PROTOCOLS, count, metavar="MS"),
@@ -288,6 +303,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_header_size", 16 * 1024, "largest request line plus headers, at most 16KiB (the "
            "WebSocket library's own cap); bigger requests get HTTP 431", LIMITS, header_limit,
            metavar="BYTES", show=show_size),
+    Option("max_subscriptions", 1000, "topic filters and channels one connection may hold; more "
+           "are refused with the protocol's own error", LIMITS, subscription_cap, metavar="N"),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
 
@@ -346,6 +363,7 @@ class Settings:
     max_messages_per_second: int = _default("max_messages_per_second")
     handshake_timeout: float = _default("handshake_timeout")
     max_header_size: int = _default("max_header_size")
+    max_subscriptions: int = _default("max_subscriptions")
     max_send_buffer: int = _default("max_send_buffer")
     origins: tuple[str, ...] = _default("origin")
     tls_cert: str | None = _default("tls_cert")
@@ -353,6 +371,9 @@ class Settings:
 
     # Protocol options
     chat_history: int = _default("chat_history")
+    mqtt_max_queued: int = _default("mqtt_max_queued")
+    mqtt_max_inflight: int = _default("mqtt_max_inflight")
+    mqtt_session_expiry: int = _default("mqtt_session_expiry")  # seconds
     stomp_heart_beat: int = _default("stomp_heart_beat")  # milliseconds
     stomp_max_frame_size: int = _default("stomp_max_frame_size")
     stomp_queue_limit: int = _default("stomp_queue_limit")

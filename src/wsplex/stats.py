@@ -34,6 +34,7 @@ class Stats:
     connections: Counter[str] = field(default_factory=Counter)  # open, by protocol
     refusals: Counter[str] = field(default_factory=Counter)  # handshake refusals, by reason
     closes: Counter[int] = field(default_factory=Counter)  # closes, by code
+    subscriptions_refused: int = 0  # past --max-subscriptions
     #: Publications a text protocol did not receive: their payload is not UTF-8 (SPEC §10).
     not_text_dropped: Counter[str] = field(default_factory=Counter)
 

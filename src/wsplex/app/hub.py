@@ -65,8 +65,12 @@ class Hub(ABC):
     # -- the topic space (SPEC §10) --------------------------------------------
 
     @abstractmethod
-    def subscribe(self, topic_filter: str, session: Session) -> None:
+    def subscribe(self, topic_filter: str, session: Session) -> bool:
         """Deliver publications on topics matching ``topic_filter`` to ``session``.
+
+        False when the session already holds ``--max-subscriptions`` filters
+        and channels: the subscription is refused (counted in ``/metrics``) and
+        the protocol tells its client.
 
         The filter must be valid (:func:`wsplex.app.topics.filter_error`).
         Subscribing twice to the same filter is one subscription.
@@ -112,8 +116,8 @@ class Hub(ABC):
     # -- channels ----------------------------------------------------------------
 
     @abstractmethod
-    def join(self, channel: str, session: Session) -> None:
-        """Put ``session`` in ``channel``."""
+    def join(self, channel: str, session: Session) -> bool:
+        """Put ``session`` in ``channel``; False when refused, as :meth:`subscribe`."""
 
     @abstractmethod
     def leave(self, channel: str, session: Session) -> None:

@@ -69,11 +69,14 @@ class StatsCollector:
                                   "Messages deflated; a fan-out is compressed once for its receivers",
                                   value=stats.compressions)
         yield CounterMetricFamily("wsplex_redis_disconnects",
-                                  "Times this node lost Redis or could not reach it (SPEC §9)",
+                                  "Times this node lost Redis or could not reach it",
                                   value=stats.redis_disconnects)
         yield CounterMetricFamily("wsplex_redis_dropped",
                                   "Messages for other nodes dropped while Redis was unreachable",
                                   value=stats.redis_dropped)
+        yield CounterMetricFamily("wsplex_subscriptions_refused",
+                                  "Subscriptions and channel joins refused past --max-subscriptions",
+                                  value=stats.subscriptions_refused)
         not_text = CounterMetricFamily(
             "wsplex_publications_not_text",
             "Publications a text protocol did not receive: the payload is not UTF-8 (by receiver)",

@@ -22,9 +22,13 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
     redis is imported only here, and only when asked for, so a single node
     never needs the ``redis`` extra.
     """
+    hub: NodeHub
     if not settings.redis_url:
-        return MemoryHub(node_id, stats)
-    from wsplex.hub.redis import RedisHub
+        hub = MemoryHub(node_id, stats)
+    else:
+        from wsplex.hub.redis import RedisHub
 
-    pinned = [protocol_channel(name) for name in settings.protocols]
-    return RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned, stats=stats)
+        pinned = [protocol_channel(name) for name in settings.protocols]
+        hub = RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned, stats=stats)
+    hub.local.max_subscriptions = settings.max_subscriptions
+    return hub

@@ -18,6 +18,7 @@ and an empty set is 216 bytes per idle connection.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -30,6 +31,10 @@ from wsplex.app.topics import FilterIndex, is_wildcard
 from wsplex.stats import Stats
 
 log = logging.getLogger("wsplex.hub")
+
+DEFAULT_MAX_SUBSCRIPTIONS = 1000
+#: Seconds between two log lines about refused subscriptions (each is counted).
+REFUSAL_LOG_INTERVAL = 10.0
 
 #: protocol name -> session id -> session: the subscribers of one filter.
 Groups = dict[str, dict[str, Session]]
@@ -79,6 +84,10 @@ class Local:
         self._channels: dict[str, dict[str, Session]] = {}
         self._names: dict[str, dict[str, Session]] = {}  # scope -> name -> holder
         self._names_of: dict[str, set[tuple[str, str]]] = {}  # session id -> (scope, name)
+        #: Filters plus channels one session may hold (``--max-subscriptions``): a
+        #: client cannot make the node keep an unbounded number of them.
+        self.max_subscriptions = DEFAULT_MAX_SUBSCRIPTIONS
+        self._refusal_logged = 0.0
 
     # -- sessions --------------------------------------------------------------
 
@@ -105,6 +114,30 @@ class Local:
                 del holders[name]
                 departure.names.append((scope, name))
         return departure
+
+    # -- the cap on what one session holds -------------------------------------------
+
+    def admits(
+        self, session: Session, *, topic_filter: str | None = None, channel: str | None = None
+    ) -> bool:
+        """May ``session`` add ``topic_filter`` or ``channel``? Always, when it holds it
+        already; else only below :attr:`max_subscriptions`. A refusal is counted."""
+        filters, channels = session.filters, session.channels
+        if topic_filter is not None and self.is_subscribed(topic_filter, session):
+            return True
+        if channel is not None and channel in (channels or ()):
+            return True
+        held = (1 if type(filters) is str else len(filters or ())) + len(channels or ())
+        if held < self.max_subscriptions:
+            return True
+        self.stats.subscriptions_refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged > REFUSAL_LOG_INTERVAL:  # a flood must not flood the log
+            self._refusal_logged = now
+            log.warning("refused a subscription of %s: it holds %d filters and channels already "
+                        "(--max-subscriptions); %d refused in all", session, held,
+                        self.stats.subscriptions_refused)
+        return False
 
     # -- topic filters -----------------------------------------------------------
 

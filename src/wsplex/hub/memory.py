@@ -49,8 +49,11 @@ class MemoryHub(NodeHub):
 
     # -- the topic space -----------------------------------------------------
 
-    def subscribe(self, topic_filter: str, session: Session) -> None:
+    def subscribe(self, topic_filter: str, session: Session) -> bool:
+        if not self.local.admits(session, topic_filter=topic_filter):
+            return False
         self.local.subscribe(topic_filter, session)
+        return True
 
     def unsubscribe(self, topic_filter: str, session: Session) -> None:
         self.local.unsubscribe(topic_filter, session)
@@ -92,8 +95,11 @@ class MemoryHub(NodeHub):
 
     # -- channels ----------------------------------------------------------------
 
-    def join(self, channel: str, session: Session) -> None:
+    def join(self, channel: str, session: Session) -> bool:
+        if not self.local.admits(session, channel=channel):
+            return False
         self.local.join(channel, session)
+        return True
 
     def leave(self, channel: str, session: Session) -> None:
         self.local.leave(channel, session)

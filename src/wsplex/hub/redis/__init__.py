@@ -303,17 +303,20 @@ class RedisHub(NodeHub):
 
     # -- the topic space -----------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, session: Session) -> None:
+    def subscribe(self, topic_filter: str, session: Session) -> bool:
         if self.local.is_subscribed(topic_filter, session):
-            return
+            return True
+        if not self.local.admits(session, topic_filter=topic_filter):
+            return False
         first = self.local.subscribe(topic_filter, session)
         if session.id not in self.local.sessions:
-            return  # not attached (or gone): nothing for the cluster to know
+            return True  # not attached (or gone): nothing for the cluster to know
         self.directory.subscribed(topic_filter, session.id, first)
         if first:
             self._changed()
         if topic_filter not in self._pinned_filters:  # a pinned filter is live already
             self._hold(session)
+        return True
 
     def unsubscribe(self, topic_filter: str, session: Session) -> None:
         if not self.local.is_subscribed(topic_filter, session):
@@ -395,16 +398,19 @@ class RedisHub(NodeHub):
 
     # -- channels ------------------------------------------------------------------
 
-    def join(self, channel: str, session: Session) -> None:
+    def join(self, channel: str, session: Session) -> bool:
         if channel in (session.channels or ()):
-            return
+            return True
+        if not self.local.admits(session, channel=channel):
+            return False
         first = self.local.join(channel, session)
         if session.id not in self.local.sessions:
-            return
+            return True
         self.directory.joined(channel, session.id, first)
         if first and channel not in self._pinned:
             self._changed()
         self._hold(session)
+        return True
 
     def leave(self, channel: str, session: Session) -> None:
         if channel not in (session.channels or ()):

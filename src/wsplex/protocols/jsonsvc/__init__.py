@@ -179,10 +179,11 @@ class JSONsvcProtocol(Protocol):
         if problem is not None:
             self._error(session, name, problem)
             return
-        for service in message.provides:
-            self.hub.join(providers_channel(service), session)
-        for service in message.requests:
-            self.hub.subscribe(service, session)
+        refused = [s for s in message.provides if not self.hub.join(providers_channel(s), session)]
+        refused += [s for s in message.requests if not self.hub.subscribe(s, session)]
+        if refused:
+            self._error(session, name, f"too many services for one connection: refused "
+                        f"{', '.join(map(repr, refused))}")
         if message.put:
             await self._put(session, name, message)
         if message.get:
@@ -240,6 +241,7 @@ class JSONsvcProtocol(Protocol):
         payload = message.data or ""
         sender = session.state.sender
         for service in message.put:
+            # Providing is presence only: past --max-subscriptions the put still goes out.
             self.hub.join(providers_channel(service), session)
             first = service not in self._valued and not await self.hub.retained(service)
             self._valued.add(service)
