@@ -57,7 +57,16 @@ _FLATTEN_10 = str.maketrans({"\r": " ", "\n": " "})  # 1.0 cannot carry them at 
 
 
 class FrameError(Exception):
-    """A frame this server refuses; ``str()`` is the ERROR frame's ``message``."""
+    """A frame this server refuses; ``str()`` is the ERROR frame's ``message``.
+
+    ``frames`` are the good frames that came before it in the same :meth:`FrameParser.feed`.
+    """
+
+    frames: list[Frame]
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.frames = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +170,17 @@ class FrameParser:
         buffer += data
         frames: list[Frame] = []
         start = 0
-        while True:
-            start = self._skip_heart_beats(start)
-            frame, end = self._frame_at(start)
-            if frame is None:
-                break
-            frames.append(frame)
-            start = end
+        try:
+            while True:
+                start = self._skip_heart_beats(start)
+                frame, end = self._frame_at(start)
+                if frame is None:
+                    break
+                frames.append(frame)
+                start = end
+        except FrameError as exc:
+            exc.frames = frames  # what came before the bad frame is still owed its handling
+            raise
         if start:
             del buffer[:start]
             self._scanned = max(0, self._scanned - start)
