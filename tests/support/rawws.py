@@ -23,6 +23,7 @@ class Frame:
     fin: bool
     opcode: int
     payload: bytes
+    rsv: int = 0  # RSV1-3 as three bits (RSV1 = 4: permessage-deflate's, RFC 7692 §6)
 
     @property
     def close_code(self) -> int | None:
@@ -134,7 +135,7 @@ class RawClient:
         elif size == 127:
             size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
         payload = await asyncio.wait_for(self.reader.readexactly(size), timeout)
-        return Frame(fin, opcode, payload)
+        return Frame(fin, opcode, payload, (head[0] >> 4) & 0x7)
 
     async def recv_until_close(self, timeout: float = 10) -> tuple[list[Frame], Frame]:
         """Frames received before the close frame, and the close frame."""
