@@ -264,3 +264,18 @@ async def test_subscriptions_per_connection_are_capped(start_server: ServerFacto
             assert await recv_text(dash) == '{"from":"sensor","put":"c"}>still heard'
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics")
         assert "wsplex_subscriptions_refused_total 2.0" in metrics
+
+
+async def test_listings_are_rate_limited(open_client: Open) -> None:
+    alice = await chat(open_client, "alice")  # one /who spent already
+    for _ in range(9):
+        await alice.send("/rooms")
+        assert (await recv_text(alice)).startswith("* rooms: lobby (1)")
+    await alice.send("/rooms")
+    assert (await recv_text(alice)).startswith("! too many listings; try again in ")
+    dash = await jsonsvc(open_client, "dash")
+    for _ in range(10):
+        await dash.send(header({"from": "dash", "to": "JSONsvc", "cmd": "clients"}))
+        assert json.loads(await recv_text(dash))["clients"] == ["dash"]
+    await dash.send(header({"from": "dash", "to": "JSONsvc", "cmd": "services"}))
+    assert json.loads(await recv_text(dash))["error"].startswith("too many listings; try again in ")

@@ -6,17 +6,21 @@ the hub with its topic space, and the names of close codes.
 """
 
 from wsplex import __version__ as VERSION
+from wsplex.app.budget import LISTING_LIMIT, Budget, too_soon
 from wsplex.app.hub import ClientInfo, Hub, protocol_channel
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.protocol import Context, Protocol, ProtocolTable
 from wsplex.app.publication import Publication, Sender
 from wsplex.app.session import HookResult, Session
 from wsplex.app.topics import filter_error, is_server_topic, is_wildcard, matches, topic_error
+from wsplex.app.users import Users
 from wsplex.stats import Stats
 from wsplex.ws.close import CloseCode
 
 __all__ = [
+    "LISTING_LIMIT",
     "VERSION",
+    "Budget",
     "ClientInfo",
     "CloseCode",
     "Context",
@@ -29,10 +33,12 @@ __all__ = [
     "Sender",
     "Session",
     "Stats",
+    "Users",
     "filter_error",
     "is_server_topic",
     "is_wildcard",
     "matches",
     "protocol_channel",
+    "too_soon",
     "topic_error",
 ]

@@ -38,7 +38,19 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from wsplex.app import CloseCode, Context, HookResult, Outgoing, Protocol, Publication, Sender, Session
+from wsplex.app import (
+    LISTING_LIMIT,
+    Budget,
+    CloseCode,
+    Context,
+    HookResult,
+    Outgoing,
+    Protocol,
+    Publication,
+    Sender,
+    Session,
+    too_soon,
+)
 
 #: The hub name scope of chat names.
 NAME_SCOPE = "chat"
@@ -48,6 +60,9 @@ ROOM_CHANNEL_PREFIX = "chat:room:"
 LOBBY = "lobby"
 #: SPEC §3: names are 1-32 printable characters without spaces; rooms follow the same rule.
 MAX_NAME_LENGTH = 32
+
+#: The most rooms ``/rooms`` lists (each with its head count); the rest are counted.
+ROOMS_LISTED = 100
 
 NAME_RULE = f"names are 1-{MAX_NAME_LENGTH} printable characters without spaces or ':'"
 ROOM_RULE = f"room names are 1-{MAX_NAME_LENGTH} printable characters without spaces, '/', '+' or '#'"
@@ -94,6 +109,16 @@ class Member:
     room: str = LOBBY
     present: bool = False  # subscribed to ``room`` and announced there
     sender: Sender | None = None  # the publications' sender, kept with the name
+    listings: Budget | None = None  # /who and /rooms, made on first use
+
+    def may_list(self, session: Session) -> bool:
+        """Listings read the directory: a few at once, then one a second (SPEC §8)."""
+        if self.listings is None:
+            self.listings = Budget()
+        wait = self.listings.take()
+        if wait:
+            session.send_text(f"! {too_soon(wait)}")
+        return not wait
 
 
 Command = Callable[[Session, Member, str], HookResult]
@@ -280,17 +305,21 @@ class ChatProtocol(Protocol):
         return None
 
     async def _who(self, session: Session, member: Member, argument: str) -> None:
+        if not member.may_list(session):
+            return
         members = await self.hub.members(room_channel(member.room))
         names = sorted(m.name for m in members if m.name is not None)
-        session.send_text(f"* in {member.room}: {', '.join(names)}")
+        session.send_text(f"* in {member.room}: {', '.join(names[:LISTING_LIMIT])}{_more(names)}")
 
     async def _rooms(self, session: Session, member: Member, argument: str) -> None:
+        if not member.may_list(session):
+            return
         channels = sorted(await self.hub.channels(ROOM_CHANNEL_PREFIX))
         rooms = []
-        for channel in channels:
+        for channel in channels[:ROOMS_LISTED]:  # each count is a directory read
             count = len(await self.hub.members(channel))
             rooms.append(f"{channel.removeprefix(ROOM_CHANNEL_PREFIX)} ({count})")
-        session.send_text(f"* rooms: {', '.join(rooms)}")
+        session.send_text(f"* rooms: {', '.join(rooms)}{_more(channels, ROOMS_LISTED)}")
 
     @staticmethod
     def _help(session: Session, member: Member, argument: str) -> None:
@@ -302,3 +331,8 @@ class ChatProtocol(Protocol):
             name = f"guest-{next(self._guest_numbers)}"
             if await self.hub.claim_name(NAME_SCOPE, name, session):
                 return name
+
+
+def _more(items: list[str], shown: int = LISTING_LIMIT) -> str:
+    """`` and 5 more`` after a listing cut at ``shown`` entries, else nothing."""
+    return f" and {len(items) - shown} more" if len(items) > shown else ""

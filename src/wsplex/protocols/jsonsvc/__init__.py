@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from wsplex.app import (
+    LISTING_LIMIT,
+    Budget,
     ClientInfo,
     Context,
     HookResult,
@@ -54,6 +56,7 @@ from wsplex.app import (
     Session,
     filter_error,
     is_server_topic,
+    too_soon,
     topic_error,
 )
 from wsplex.protocols.jsonsvc.wire import (
@@ -109,6 +112,7 @@ class Peer:
     name: str | None = None
     sender: Sender | None = None  # the publications' sender, once named
     waiting: set[str] = field(default_factory=set)  # waiting keys of its forwarded gets
+    listings: Budget | None = None  # clients and services, made on first use
 
 
 class JSONsvcProtocol(Protocol):
@@ -308,19 +312,33 @@ class JSONsvcProtocol(Protocol):
             self._error(session, name, f"unknown command {command!r} (try: help)")
             return
         reply: dict[str, Any] = {"from": SERVER_NAME, "to": name, "cmd": command}
+        if command in ("clients", "services"):
+            peer: Peer = session.state
+            if peer.listings is None:
+                peer.listings = Budget()
+            wait = peer.listings.take()
+            if wait:
+                self._error(session, name, too_soon(wait))
+                return
         if command == "whoami":
             reply["name"] = name
         elif command == "clients":
-            reply["clients"] = sorted(await self.hub.names(NAME_SCOPE))
+            names = sorted(await self.hub.names(NAME_SCOPE))
+            reply["clients"] = names[:LISTING_LIMIT]
+            if len(names) > LISTING_LIMIT:
+                reply["more"] = len(names) - LISTING_LIMIT
         elif command == "services":
-            reply["services"] = await self._services()
+            reply["services"], more = await self._services()
+            if more:
+                reply["more"] = more
         else:
             reply["commands"] = list(COMMANDS)
             reply["help"] = HELP
         session.send_text(dump(reply))
 
-    async def _services(self) -> dict[str, dict[str, Any]]:
-        """Every service with a provider, a JSONsvc requester or a value, across the cluster."""
+    async def _services(self) -> tuple[dict[str, dict[str, Any]], int]:
+        """Every service with a provider, a JSONsvc requester or a value, across the
+        cluster: the first :data:`LISTING_LIMIT` by name, and how many more there are."""
         latest = {p.topic: p for p in await self.hub.retained("#")}
         services = set(latest)
         services.update(c[len(_PROVIDERS):] for c in await self.hub.channels(_PROVIDERS))
@@ -331,7 +349,8 @@ class JSONsvcProtocol(Protocol):
                 requesters[topic_filter] = names
         services.update(requesters)
         result: dict[str, dict[str, Any]] = {}
-        for service in sorted(services):
+        listed = sorted(services)
+        for service in listed[:LISTING_LIMIT]:
             value = latest.get(service)
             result[service] = {
                 "providers": _names(await self.hub.members(providers_channel(service))),
@@ -339,7 +358,7 @@ class JSONsvcProtocol(Protocol):
                 "updated": value.time if value else None,
                 "updated_by": value.sender.seen_by(self.name) if value else None,
             }
-        return result
+        return result, max(0, len(listed) - LISTING_LIMIT)
 
     # -- leaving and errors ----------------------------------------------------
 
