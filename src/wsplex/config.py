@@ -273,6 +273,13 @@ OPTIONS: tuple[Option, ...] = (
            "the client's 5.0 Receive Maximum)", PROTOCOLS, positive, metavar="N"),
     Option("mqtt_session_expiry", 86_400, "seconds, at most, an MQTT session outlives its connection "
            "(3.1.1 clean session 0, 5.0 Session Expiry Interval)", PROTOCOLS, count, metavar="S"),
+    Option("mqtt_max_queued", 1000, "QoS 1 and 2 messages an MQTT session keeps queued (client "
+           "away or in-flight window full); past it the oldest are dropped and counted", PROTOCOLS,
+           positive, metavar="N"),
+    Option("mqtt_max_inflight", 100, "QoS 1 and 2 messages in flight to one MQTT client (at most "
+           "the client's 5.0 Receive Maximum)", PROTOCOLS, positive, metavar="N"),
+    Option("mqtt_session_expiry", 86_400, "seconds, at most, an MQTT session outlives its connection "
+           "(3.1.1 clean session 0, 5.0 Session Expiry Interval)", PROTOCOLS, count, metavar="S"),
     Option("stomp_heart_beat", 10_000, "STOMP heart-beat the server offers, both ways: it sends "
            "at least and wants at least every MS milliseconds (STOMP 1.2 heart-beating); 0 disables",
            PROTOCOLS, count, metavar="MS"),
@@ -371,6 +378,9 @@ class Settings:
 
     # Protocol options
     chat_history: int = _default("chat_history")
+    mqtt_max_queued: int = _default("mqtt_max_queued")
+    mqtt_max_inflight: int = _default("mqtt_max_inflight")
+    mqtt_session_expiry: int = _default("mqtt_session_expiry")  # seconds
     mqtt_max_queued: int = _default("mqtt_max_queued")
     mqtt_max_inflight: int = _default("mqtt_max_inflight")
     mqtt_session_expiry: int = _default("mqtt_session_expiry")  # seconds

@@ -21,6 +21,7 @@ _BUILTINS = {
     "chat": "wsplex.protocols.chat:ChatProtocol",
     "command": "wsplex.protocols.command:CommandProtocol",
     "JSONsvc": "wsplex.protocols.jsonsvc:JSONsvcProtocol",
+    "mqtt": "wsplex.protocols.mqtt:MQTTProtocol",
     "v12.stomp": "wsplex.protocols.stomp:Stomp12",
     "v11.stomp": "wsplex.protocols.stomp:Stomp11",
     "v10.stomp": "wsplex.protocols.stomp:Stomp10",

@@ -1,0 +1,212 @@
+"""The MQTT broker with paho-mqtt, the real client, over WebSocket, both versions (SPEC §11).
+
+Every test runs on both hubs (memory and Redis). paho's network loop runs in
+its own thread; ``support.mqtt.Paho`` hands its events to the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+import websockets
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from support import ServerFactory, ws_url
+from support.mqtt import V5, V311, Paho, properties
+from wsplex.server import Server
+
+PROTOCOLS = ("mqtt", "chat", "JSONsvc", "echo")
+VERSIONS = pytest.mark.parametrize("version", [V311, V5], ids=["3.1.1", "5.0"])
+
+Clients = Callable[..., Coroutine[Any, Any, Paho]]
+
+
+async def recv(ws: websockets.ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), 10)
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> Server:
+    return await start_server(protocols=PROTOCOLS)
+
+
+@pytest.fixture
+async def clients(server: Server) -> AsyncIterator[Clients]:
+    """Connected paho clients: ``await clients("id", version=V5)``; stopped at the end."""
+    made: list[Paho] = []
+
+    async def connect(client_id: str = "", *, version: int = V311, clean: bool = True,
+                      **kwargs: Any) -> Paho:
+        client = Paho(server.port, client_id, version=version, clean=clean)
+        made.append(client)
+        reason, _, _ = await client.connect(**kwargs)
+        assert reason == 0, reason
+        return client
+
+    yield connect
+    await asyncio.gather(*(client.stop() for client in made))
+
+
+@VERSIONS
+async def test_publish_and_subscribe_at_each_qos(clients: Clients, version: int) -> None:
+    receiver = await clients("receiver", version=version)
+    sender = await clients("sender", version=version)
+    granted = await receiver.subscribe("sensors/+/temp", 2)
+    assert [int(g.value) if hasattr(g, "value") else int(g) for g in granted] == [2]
+    for qos in (0, 1, 2):
+        await sender.publish("sensors/kitchen/temp", f"21.{qos}", qos)
+        got = await receiver.next_message()
+        assert (got.topic, got.payload, got.qos, got.retain) == ("sensors/kitchen/temp",
+                                                                  f"21.{qos}".encode(), qos, False)
+
+
+@VERSIONS
+async def test_chat_room_lines_reach_an_mqtt_subscriber_and_back(server: Server, clients: Clients,
+                                                               version: int) -> None:
+    """SPEC §10: chat room R is topic chat/R; an MQTT publish there is a line of the room."""
+    mqtt_client = await clients("sensor-1", version=version)
+    await mqtt_client.subscribe("chat/lobby")
+    async with websockets.connect(ws_url(server, "/?name=alice"), subprotocols=["chat"]) as alice:  # type: ignore[list-item]
+        await alice.send("/who")
+        assert await recv(alice) == "* in lobby: alice"  # in the room now
+        await alice.send("hello mqtt")
+        got = await mqtt_client.next_message()
+        assert (got.topic, got.payload) == ("chat/lobby", b"hello mqtt")
+        if version == V5:
+            assert ("from", "chat:alice") in got.user
+        await mqtt_client.publish("chat/lobby", "hi alice", 1)
+        assert await recv(alice) == "[mqtt:sensor-1] hi alice"
+
+
+async def test_a_retained_publish_is_the_jsonsvc_service_value(server: Server, clients: Clients) -> None:
+    sensor = await clients("thermo")
+    await sensor.publish("sensors/temp", "21.5", 1, retain=True)
+    async with websockets.connect(ws_url(server), subprotocols=["JSONsvc"]) as dash:  # type: ignore[list-item]
+        await dash.send('{"from":"dash","get":"sensors/temp"}')
+        assert await recv(dash) == '{"from":"mqtt:thermo","put":"sensors/temp"}>21.5'
+
+
+async def test_a_jsonsvc_put_is_a_retained_mqtt_message(server: Server, clients: Clients) -> None:
+    async with websockets.connect(ws_url(server), subprotocols=["JSONsvc"]) as sensor:  # type: ignore[list-item]
+        await sensor.send('{"from":"sensor","put":"temp"}>19.0')
+        await sensor.send('{"from":"sensor","to":"JSONsvc","cmd":"whoami"}')
+        assert json.loads(await recv(sensor))["name"] == "sensor"  # the put was handled before
+    watcher = await clients("watcher", version=V5)
+    await watcher.subscribe("temp", 1)
+    got = await watcher.next_message()
+    assert (got.topic, got.payload, got.retain) == ("temp", b"19.0", True)
+    assert ("from", "JSONsvc:sensor") in got.user
+
+
+@VERSIONS
+async def test_retained_messages_on_subscribe_and_cleared_by_an_empty_one(clients: Clients,
+                                                                        version: int) -> None:
+    sender = await clients("sender", version=version)
+    await sender.publish("status/door", "open", 1, retain=True)
+    first = await clients("first", version=version)
+    await first.subscribe("status/#", 1)
+    got = await first.next_message()
+    assert (got.topic, got.payload, got.retain, got.qos) == ("status/door", b"open", True, 1)
+    await sender.publish("status/door", "", 1, retain=True)
+    cleared = await first.next_message()  # a live message: RETAIN 0 on an established subscription
+    assert (cleared.payload, cleared.retain) == (b"", False)
+    second = await clients("second", version=version)
+    await second.subscribe("status/#", 1)
+    await second.subscribe("status/marker", 0)
+    await sender.publish("status/marker", "m")
+    assert (await second.next_message()).topic == "status/marker"  # nothing retained came first
+
+
+async def test_overlapping_subscriptions_deliver_once_at_the_highest_qos(clients: Clients) -> None:
+    receiver = await clients("receiver", version=V5)
+    sender = await clients("sender", version=V5)
+    await receiver.subscribe("a/#", 0, properties=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7))
+    await receiver.subscribe("a/+", 1, properties=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9))
+    await sender.publish("a/b", "x", 2)
+    await sender.publish("a/b/c", "y", 2)
+    first, second = await receiver.next_message(), await receiver.next_message()
+    assert (first.payload, first.qos, sorted(first.subscription_ids)) == (b"x", 1, [7, 9])
+    assert (second.payload, second.qos, second.subscription_ids) == (b"y", 0, (7,))
+
+
+async def test_dollar_topics(clients: Clients) -> None:
+    """Wildcards at the first level do not match $ topics; $SYS/ publications are dropped
+    (5.0: PUBACK 0x90)."""
+    receiver = await clients("receiver", version=V5)
+    await receiver.subscribe("#", 0)
+    await receiver.subscribe("$SYS/#", 0)
+    sender = await clients("sender", version=V5)
+    reason = await sender.publish("$SYS/fake", "x", 1)
+    assert int(reason.value) == 0x90
+    await sender.publish("$app/x", "not for #", 1)
+    await sender.publish("plain", "for #", 1)
+    got = await receiver.next_message()
+    assert (got.topic, got.payload) == ("plain", b"for #")
+
+
+async def test_no_local_and_retain_as_published(clients: Clients) -> None:
+    client = await clients("loop", version=V5)
+    await client.subscribe("mine", options=SubscribeOptions(qos=1, noLocal=True))
+    await client.subscribe("kept", options=SubscribeOptions(qos=1, retainAsPublished=True))
+    await client.publish("mine", "not back to me", 1)
+    await client.publish("kept", "flagged", 1, retain=True)
+    got = await client.next_message()
+    assert (got.topic, got.retain) == ("kept", True)
+
+
+@VERSIONS
+async def test_unsubscribe(clients: Clients, version: int) -> None:
+    client = await clients("u", version=version)
+    await client.subscribe("x", 0)
+    await client.subscribe("y", 0)
+    await client.unsubscribe("x")
+    await client.publish("x", "gone", 1)
+    await client.publish("y", "here", 1)
+    assert (await client.next_message()).topic == "y"
+
+
+@VERSIONS
+async def test_a_will_is_published_when_the_connection_drops(server: Server, clients: Clients,
+                                                            version: int) -> None:
+    watcher = await clients("watcher", version=version)
+    await watcher.subscribe("wills/#", 1)
+    doomed = Paho(server.port, "doomed", version=version)
+    await doomed.connect(will=("wills/doomed", b"gone", 1, False))
+    await clients("doomed", version=version)  # takeover: the old connection ends without DISCONNECT
+    got = await watcher.next_message()
+    assert (got.topic, got.payload) == ("wills/doomed", b"gone")
+    await doomed.wait_disconnected()
+    await doomed.stop()
+
+
+@VERSIONS
+async def test_no_will_after_a_normal_disconnect(server: Server, clients: Clients, version: int) -> None:
+    watcher = await clients("watcher", version=version)
+    await watcher.subscribe("wills/#", 1)
+    polite = Paho(server.port, "polite", version=version)
+    await polite.connect(will=("wills/polite", b"gone", 1, False))
+    await polite.disconnect()
+    marker = await clients("marker", version=version)
+    await marker.publish("wills/marker", "m", 1)
+    assert (await watcher.next_message()).topic == "wills/marker"
+
+
+async def test_an_empty_client_id_is_assigned(server: Server) -> None:
+    client = Paho(server.port, "", version=V5)
+    reason, _, props = await client.connect()
+    assert reason == 0 and props.AssignedClientIdentifier.startswith("wsplex-")
+    await client.stop()
+
+
+async def test_connack_announces_what_the_server_supports(server: Server) -> None:
+    client = Paho(server.port, "c", version=V5)
+    _, _, props = await client.connect()
+    assert props.ReceiveMaximum > 0 and props.TopicAliasMaximum > 0
+    assert props.MaximumPacketSize == server.settings.max_message_size
+    assert props.SharedSubscriptionAvailable == 0
+    await client.stop()
