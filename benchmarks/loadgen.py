@@ -27,6 +27,11 @@ Workloads (``--workload``):
 * ``idle``: N connections that say nothing; the figure is the growth of the
   server's resident memory divided by N.
 
+``--deflate`` makes every client offer permessage-deflate (RFC 7692) as a
+browser does and inflate what comes compressed; ``--size`` pads chat lines to
+that many bytes of text (compression needs realistic messages). Every run
+reports the payload bytes on the wire per delivered message.
+
 Targets (``--target``): ``wsplex`` (subprotocols ``echo``/``chat``/``JSONsvc``
 on ``/``), ``plain`` (the minimal servers: paths ``/echo``, ``/chat``,
 ``/route``) and ``socketio`` (Engine.IO 4 over a WebSocket: ``42["chat",..]``).
@@ -39,9 +44,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +60,11 @@ TEXT = WSMsgType.TEXT
 BINARY = WSMsgType.BINARY
 CLOSE = WSMsgType.CLOSE
 now_ns = time.perf_counter_ns
+#: What a browser offers (Chromium's exact header).
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+_TAIL = b"\x00\x00\xff\xff"
+#: Payload bytes of data frames received, compressed or not (reset when measuring starts).
+wire = [0]
 
 
 def raise_fd_limit() -> None:
@@ -92,7 +104,11 @@ class Client(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         if msg_type is TEXT or msg_type is BINARY:
-            self.on_text(self, frame.get_payload_as_bytes())
+            payload = frame.get_payload_as_bytes()
+            wire[0] += len(payload)
+            if frame.rsv1:  # permessage-deflate without context takeover: one inflater per message
+                payload = zlib.decompressobj(-15).decompress(payload + _TAIL)
+            self.on_text(self, payload)
         elif msg_type is CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
@@ -136,6 +152,8 @@ class Run:
 
         async def one(i: int) -> None:
             url, headers = endpoint(args.target, args.url, args.workload, name(i), args.subprotocol)
+            if args.deflate:
+                headers = {**headers, "Sec-WebSocket-Extensions": DEFLATE_OFFER}
             client = Client(offset + i)
             if args.target == "socketio":
                 client.on_text = sio_handshake
@@ -164,10 +182,12 @@ class Run:
         await asyncio.sleep(args.warmup)
         self.delivered = 0
         self.latencies = []
+        wire[0] = 0
         cpu0, own0, t0 = self.server_cpu(), time.process_time(), time.perf_counter()
         await asyncio.sleep(args.duration)
         cpu1, own1, t1 = self.server_cpu(), time.process_time(), time.perf_counter()
         delivered = self.delivered
+        wire_bytes = wire[0]
         wall = t1 - t0
         lat = sorted(self.latencies)
         return {
@@ -180,7 +200,19 @@ class Run:
             "p50_us": lat[len(lat) // 2] / 1000 if lat else None,
             "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000 if lat else None,
             "lost_connections": sum(c.closed.done() for c in self.clients),
+            "wire_bytes_per_msg": wire_bytes / delivered if delivered else None,
         }
+
+
+def chat_text(size: int) -> bytes:
+    """``size`` bytes of words, ending in a space: the line a chat client would send."""
+    words = [b"the", b"meeting", b"moved", b"to", b"three", b"o'clock,", b"see", b"you", b"in",
+             b"room", b"B;", b"bring", b"the", b"sensor", b"readings", b"and", b"coffee"]
+    rng = random.Random(size)
+    text = b""
+    while len(text) < size:
+        text += rng.choice(words) + b" "
+    return text[:size - 1] + b" " if size else b""
 
 
 # -- Socket.IO (Engine.IO 4) framing, just enough for a room broadcast ----------------
@@ -250,13 +282,14 @@ async def chat(run: Run) -> dict[str, Any]:
     tail = -2 if sio else None  # '42["chat","[s] 123"]' ends in '"]'
     loop = asyncio.get_running_loop()
     out = sender.transport.underlying_transport  # type: ignore[union-attr]
+    pad = chat_text(args.size)
 
     def send_window() -> None:
         """Refill the window in one write at the end of the loop turn, as a busy client would."""
         state["queued"] = False
         frames = []
         while state["sent"] - state["oldest"] < window:
-            stamp = b"%d" % now_ns()
+            stamp = pad + b"%d" % now_ns()
             frames.append(masked_text(b'42["chat","' + stamp + b'"]' if sio else stamp))
             state["sent"] += 1
         if frames:
@@ -414,6 +447,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subprotocol", help="wsplex only: offer this protocol instead (profiling)")
     parser.add_argument("--clients", type=int, default=1, help="clients, receivers, pairs or connections")
     parser.add_argument("--window", type=int, default=1, help="messages in flight per client/receiver/pair")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate (RFC 7692)")
+    parser.add_argument("--size", type=int, default=0, help="chat: pad each line to this many bytes")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured")
     return parser.parse_args(argv)

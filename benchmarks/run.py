@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
 PYTHON = sys.executable
 SERVER_CORE, LOADGEN_CORE = "0", "1"
+#: A realistic chat line for the compressed fan-out, in bytes.
+LINE = 400
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Workload:
     window: int
     servers: tuple[str, ...]
     needs: str | None = None  # the wsplex protocol module it needs
+    options: tuple[str, ...] = ()  # more loadgen flags (--deflate, --size)
 
 
 def workloads(smoke: bool) -> list[Workload]:
@@ -57,8 +60,15 @@ def workloads(smoke: bool) -> list[Workload]:
         Workload("echo, 16 clients, 1 in flight each", "echo", 16, 1, plain),
         Workload(f"chat fan-out to {receivers}, window 4", "chat", receivers, 4, peers, "chat"),
         Workload(f"chat fan-out to {receivers}, window 16", "chat", receivers, 16, peers, "chat"),
+        Workload(f"chat fan-out to {receivers}, window 16, {LINE} B lines", "chat", receivers, 16,
+                 ("wsplex", "picows"), "chat", ("--size", str(LINE))),
+        # permessage-deflate as browsers offer it (SPEC §14): compressed once per line for all
+        # receivers; compare its CPU per delivery with the row above.
+        Workload(f"chat fan-out to {receivers}, window 16, {LINE} B lines, deflate", "chat", receivers,
+                 16, ("wsplex",), "chat", ("--size", str(LINE), "--deflate")),
         Workload("JSONsvc routing, 16 pairs", "route", 16, 1, plain, "jsonsvc"),
         Workload(f"{idle} idle connections", "idle", idle, 0, peers),
+        Workload(f"{idle} idle connections, deflate", "idle", idle, 0, ("wsplex",), None, ("--deflate",)),
     ]
 
 
@@ -121,7 +131,7 @@ def run_one(server: str, work: Workload, args: argparse.Namespace) -> dict[str, 
             PYTHON, str(HERE / "loadgen.py"), "--url", f"ws://127.0.0.1:{port}",
             "--server-pid", str(proc.pid), "--target", target, "--workload", work.workload,
             "--clients", str(work.clients), "--window", str(work.window),
-            "--warmup", str(args.warmup), "--duration", str(args.duration),
+            "--warmup", str(args.warmup), "--duration", str(args.duration), *work.options,
         ]
         done = subprocess.run(pinned(LOADGEN_CORE, argv), capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
@@ -153,17 +163,17 @@ def table(work: Workload, results: dict[str, list[dict[str, Any]]]) -> str:
             lost = max(r["lost_connections"] for r in runs)
             rows.append(f"| {server} | {fmt(kib, 1)} | {fmt(ratio)}x | {lost} |")
         return head + "\n".join(rows)
-    head = ("| server | server CPU µs/msg | vs picows | msgs/s | p50 µs | p99 µs | loadgen CPU % |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| server | server CPU µs/msg | vs picows | msgs/s | p50 µs | p99 µs | loadgen CPU % "
+            "| wire B/msg |\n|---|---|---|---|---|---|---|---|\n")
     base = median([r["server_cpu_us_per_msg"] for r in results.get("picows", [])])
     rows = []
     for server, runs in results.items():
         cpu = median([r["server_cpu_us_per_msg"] for r in runs])
         ratio = cpu / base if cpu is not None and base else None
-        rate, p50, p99, own = (median([r[k] for r in runs])
-                               for k in ("msgs_per_s", "p50_us", "p99_us", "loadgen_cpu_pct"))
+        rate, p50, p99, own, wire = (median([r.get(k) for r in runs]) for k in (
+            "msgs_per_s", "p50_us", "p99_us", "loadgen_cpu_pct", "wire_bytes_per_msg"))
         rows.append(f"| {server} | {fmt(cpu)} | {fmt(ratio)}x | {fmt(rate)} "
-                    f"| {fmt(p50, 0)} | {fmt(p99, 0)} | {fmt(own, 0)} |")
+                    f"| {fmt(p50, 0)} | {fmt(p99, 0)} | {fmt(own, 0)} | {fmt(wire, 0)} |")
     return head + "\n".join(rows)
 
 
