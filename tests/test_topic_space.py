@@ -279,3 +279,12 @@ async def test_listings_are_rate_limited(open_client: Open) -> None:
         assert json.loads(await recv_text(dash))["clients"] == ["dash"]
     await dash.send(header({"from": "dash", "to": "JSONsvc", "cmd": "services"}))
     assert json.loads(await recv_text(dash))["error"].startswith("too many listings; try again in ")
+
+
+async def test_joins_are_rate_limited(open_client: Open) -> None:
+    alice = await chat(open_client, "alice")
+    for n in range(10):
+        await alice.send(f"/join room{n}")
+        assert await recv_text(alice) == "* alice joined"
+    await alice.send("/join one-too-many")
+    assert (await recv_text(alice)).startswith("! too many /join; try again in ")

@@ -18,6 +18,7 @@ abuse without shaping normal traffic.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -147,6 +148,14 @@ def text(value: str) -> str:
     return value
 
 
+def network(text: str) -> str:
+    """An IP network, ``10.0.0.0/8`` or one address (``127.0.0.1``, ``::1``), canonical."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise BadValue(f"invalid address or CIDR {text!r} (examples: 10.0.0.0/8, ::1)") from None
+
+
 def switch(text: str) -> bool:
     """An on/off setting written as text (environment): 1/0, true/false, yes/no, on/off."""
     word = text.strip().lower()
@@ -255,6 +264,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_key", None, "private key for --tls-cert", NETWORK, metavar="PEM"),
     Option("origin", (), "allowed Origin header (glob, repeatable); others get 403", NETWORK,
            metavar="GLOB", attr="origins", repeat=True, shown="every origin"),
+    Option("trusted_proxy", (), "a proxy's address or network (repeatable): for connections from "
+           "it the client address is taken from X-Forwarded-For or Forwarded", NETWORK, network,
+           metavar="CIDR", attr="trusted_proxies", repeat=True, shown="none: those headers are ignored"),
 
     Option("protocols", BUILTIN_PROTOCOLS, "protocols to enable, in the server's preference order; "
            "a plugin's protocols only when listed", PROTOCOLS, protocol_list, metavar="A,B"),
@@ -264,15 +276,13 @@ OPTIONS: tuple[Option, ...] = (
            metavar="NAME", shown="refuse them with 400"),
     Option("protocol_module", (), "load a protocol class from outside wsplex and enable it "
            "(repeatable)", PROTOCOLS, metavar="PKG.MOD:CLASS", attr="protocol_modules", repeat=True),
+    Option("app_dir", ".", "folder put first on the import path, for --protocol-module",
+           PROTOCOLS, metavar="DIR", shown="the current folder"),
+    Option("users", None, "TOML file of users and password hashes (made by wsplex hash-password) "
+           "for the protocols that authenticate", PROTOCOLS, metavar="FILE", attr="users_file",
+           shown="none: those protocols accept anyone"),
     Option("chat_history", 20, "chat messages a client joining a room receives; 0 disables",
            PROTOCOLS, count, metavar="N"),
-    Option("mqtt_max_queued", 1000, "QoS 1 and 2 messages an MQTT session keeps queued (client "
-           "away or in-flight window full); past it the oldest are dropped and counted", PROTOCOLS,
-           positive, metavar="N"),
-    Option("mqtt_max_inflight", 100, "QoS 1 and 2 messages in flight to one MQTT client (at most "
-           "the client's 5.0 Receive Maximum)", PROTOCOLS, positive, metavar="N"),
-    Option("mqtt_session_expiry", 86_400, "seconds, at most, an MQTT session outlives its connection "
-           "(3.1.1 clean session 0, 5.0 Session Expiry Interval)", PROTOCOLS, count, metavar="S"),
     Option("mqtt_max_queued", 1000, "QoS 1 and 2 messages an MQTT session keeps queued (client "
            "away or in-flight window full); past it the oldest are dropped and counted", PROTOCOLS,
            positive, metavar="N"),
@@ -312,6 +322,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="BYTES", show=show_size),
     Option("max_subscriptions", 1000, "topic filters and channels one connection may hold; more "
            "are refused with the protocol's own error", LIMITS, subscription_cap, metavar="N"),
+    Option("history_topics", 10_000, "topics (chat rooms) whose last messages are kept; a new one "
+           "pushes out the oldest nobody is in", LIMITS, positive, metavar="N"),
+    Option("history_bytes", 256 * 1024, "bytes of messages kept per topic's history (chat "
+           "rooms); the oldest go first", LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
 
@@ -340,6 +354,10 @@ OPTIONS: tuple[Option, ...] = (
 
     Option("debug", False, "log every connection (address, offered and chosen protocol) and close",
            LOGGING, short="-d", flag=True),
+    Option("log_level", "info", "least severe log records written (-d means debug)", LOGGING,
+           one_of("debug", "info", "warning", "error"), metavar="{debug,info,warning,error}"),
+    Option("log_format", "text", "log lines as text, or one JSON object per line", LOGGING,
+           one_of("text", "json"), metavar="{text,json}"),
 )
 
 OPTION = {option.name: option for option in OPTIONS}
@@ -356,6 +374,8 @@ class Settings:
     host: str | None = _default("host")
     port: int = _default("port")
     debug: bool = _default("debug")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
     protocols: tuple[str, ...] = _default("protocols")
     prefer: Preference = _default("prefer")  # noqa: RUF009 (a str: immutable)
     default_protocol: str | None = _default("default_protocol")
@@ -371,16 +391,18 @@ class Settings:
     handshake_timeout: float = _default("handshake_timeout")
     max_header_size: int = _default("max_header_size")
     max_subscriptions: int = _default("max_subscriptions")
+    history_topics: int = _default("history_topics")
+    history_bytes: int = _default("history_bytes")
     max_send_buffer: int = _default("max_send_buffer")
     origins: tuple[str, ...] = _default("origin")
+    trusted_proxies: tuple[str, ...] = _default("trusted_proxy")
     tls_cert: str | None = _default("tls_cert")
     tls_key: str | None = _default("tls_key")
 
     # Protocol options
+    app_dir: str = _default("app_dir")
+    users_file: str | None = _default("users")
     chat_history: int = _default("chat_history")
-    mqtt_max_queued: int = _default("mqtt_max_queued")
-    mqtt_max_inflight: int = _default("mqtt_max_inflight")
-    mqtt_session_expiry: int = _default("mqtt_session_expiry")  # seconds
     mqtt_max_queued: int = _default("mqtt_max_queued")
     mqtt_max_inflight: int = _default("mqtt_max_inflight")
     mqtt_session_expiry: int = _default("mqtt_session_expiry")  # seconds

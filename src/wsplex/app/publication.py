@@ -88,6 +88,18 @@ class Publication:
                 text = self._text = None
         return text  # type: ignore[return-value]
 
+    def compact(self) -> Publication:
+        """This publication as it is best kept for a while (history): a text payload
+        held as its UTF-8 bytes, decoded again on first read. A ``str`` costs up to
+        four bytes a character (one emoji is enough), UTF-8 one for ASCII."""
+        text = self._text
+        if not isinstance(text, str) or text.isascii():
+            return self
+        kept = Publication(self.topic, self.data, self.sender, retain=self.retain,
+                           native=self.native, published_at=self.time)
+        kept.is_text = True  # the bytes are text: ``text`` decodes them when asked
+        return kept
+
     @property
     def empty(self) -> bool:
         """An empty payload: published with ``retain``, it clears the retained one."""

@@ -74,6 +74,12 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_redis_dropped",
                                   "Messages for other nodes dropped while Redis was unreachable",
                                   value=stats.redis_dropped)
+        yield CounterMetricFamily("wsplex_history_trimmed",
+                                  "Publications dropped from a topic's history past --history-bytes",
+                                  value=stats.history_trimmed)
+        yield CounterMetricFamily("wsplex_history_topics_evicted",
+                                  "Topics whose history was forgotten past --history-topics",
+                                  value=stats.history_topics_evicted)
         yield CounterMetricFamily("wsplex_subscriptions_refused",
                                   "Subscriptions and channel joins refused past --max-subscriptions",
                                   value=stats.subscriptions_refused)

@@ -24,7 +24,9 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
     """
     hub: NodeHub
     if not settings.redis_url:
-        hub = MemoryHub(node_id, stats)
+        memory = hub = MemoryHub(node_id, stats)
+        memory.history_bounds.max_topics = settings.history_topics
+        memory.history_bounds.max_bytes = settings.history_bytes
     else:
         from wsplex.hub.redis import RedisHub
 

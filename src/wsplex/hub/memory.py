@@ -7,34 +7,14 @@ the directory is a few dicts.
 
 from __future__ import annotations
 
-from collections import deque
-
 from wsplex.app.hub import ClientInfo
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication
 from wsplex.app.session import Session
 from wsplex.app.topics import is_wildcard, matches
 from wsplex.hub.base import NodeHub
+from wsplex.hub.history import History
 from wsplex.stats import Stats
-
-
-class HistoryRules:
-    """Which topics keep their last publications, and how many (``keep_history``)."""
-
-    def __init__(self) -> None:
-        self._rules: list[tuple[str, int]] = []
-
-    def add(self, prefix: str, limit: int) -> None:
-        self._rules = [(p, n) for p, n in self._rules if p != prefix]
-        if limit > 0:
-            self._rules.append((prefix, limit))
-
-    def limit(self, topic: str) -> int:
-        """How many publications ``topic`` keeps: 0 for none."""
-        for prefix, limit in self._rules:
-            if topic.startswith(prefix):
-                return limit
-        return 0
 
 
 class MemoryHub(NodeHub):
@@ -43,8 +23,7 @@ class MemoryHub(NodeHub):
     def __init__(self, node_id: str, stats: Stats | None = None) -> None:
         super().__init__(node_id, stats)
         self._retained: dict[str, Publication] = {}
-        self._history: dict[str, deque[Publication]] = {}
-        self.history_rules = HistoryRules()
+        self._history = History(self.stats, self.local.has_filter)
         self._values: dict[str, str] = {}
 
     # -- the topic space -----------------------------------------------------
@@ -61,12 +40,7 @@ class MemoryHub(NodeHub):
     def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
         if publication.retain:
             self._retain(publication)
-        limit = self.history_rules.limit(publication.topic)
-        if limit:
-            kept = self._history.get(publication.topic)
-            if kept is None or kept.maxlen != limit:
-                kept = self._history[publication.topic] = deque(kept or (), maxlen=limit)
-            kept.append(publication)
+        self._history.add(publication)
         self.local.deliver(publication, exclude)
 
     def _retain(self, publication: Publication) -> None:
@@ -82,10 +56,15 @@ class MemoryHub(NodeHub):
         return [p for topic, p in self._retained.items() if matches(topic_filter, topic)]
 
     def keep_history(self, prefix: str, limit: int) -> None:
-        self.history_rules.add(prefix, limit)
+        self._history.rules.add(prefix, limit)
 
     async def history(self, topic: str) -> list[Publication]:
-        return list(self._history.get(topic, ()))
+        return self._history.get(topic)
+
+    @property
+    def history_bounds(self) -> History:
+        """The history store, whose bounds ``create_hub`` sets from the settings."""
+        return self._history
 
     async def subscribers(self, topic_filter: str) -> list[ClientInfo]:
         return [ClientInfo.of(s, self.node_id) for s in self.local.subscribers(topic_filter)]

@@ -61,6 +61,9 @@ LOBBY = "lobby"
 #: SPEC §3: names are 1-32 printable characters without spaces; rooms follow the same rule.
 MAX_NAME_LENGTH = 32
 
+#: /join: this many at once, then this many a second (30 rooms a minute).
+JOIN_BURST = 10
+JOIN_RATE = 0.5
 #: The most rooms ``/rooms`` lists (each with its head count); the rest are counted.
 ROOMS_LISTED = 100
 
@@ -110,6 +113,7 @@ class Member:
     present: bool = False  # subscribed to ``room`` and announced there
     sender: Sender | None = None  # the publications' sender, kept with the name
     listings: Budget | None = None  # /who and /rooms, made on first use
+    joins: Budget | None = None  # /join, made on first use
 
     def may_list(self, session: Session) -> bool:
         """Listings read the directory: a few at once, then one a second (SPEC §8)."""
@@ -299,10 +303,20 @@ class ChatProtocol(Protocol):
             session.send_text(f"! invalid room: {ROOM_RULE}")
         elif room == member.room:
             session.send_text(f"! you are already in {room}")
+        elif (wait := self._join_wait(member)) > 0:
+            session.send_text(f"! too many /join; try again in {int(wait) + 1} s")
         else:
             self._leave(session, member)
             return self._enter(session, member, room, echo_join=True)
         return None
+
+    @staticmethod
+    def _join_wait(member: Member) -> float:
+        """Each room entered may be a room made (a topic with a history): a client
+        gets :data:`JOIN_BURST` joins at once, then one every two seconds."""
+        if member.joins is None:
+            member.joins = Budget(JOIN_BURST, JOIN_RATE)
+        return member.joins.take()
 
     async def _who(self, session: Session, member: Member, argument: str) -> None:
         if not member.may_list(session):

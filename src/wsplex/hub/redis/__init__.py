@@ -75,7 +75,7 @@ from wsplex.app.publication import Publication
 from wsplex.app.session import Session
 from wsplex.app.topics import is_wildcard, matches
 from wsplex.hub.base import NodeHub
-from wsplex.hub.memory import HistoryRules
+from wsplex.hub.history import HistoryRules
 from wsplex.hub.redis.commands import UNREACHABLE, CommandQueue, RedisUnavailable
 from wsplex.hub.redis.directory import Directory
 from wsplex.hub.redis.link import PubSubLink
