@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag is also a key in the --config file (the long name without dashes, "
         "- written as _, e.g. max_message_size = \"1MiB\") and an environment variable "
         "(WSPLEX_ and the key in capitals, e.g. WSPLEX_MAX_MESSAGE_SIZE). The command line "
-        "beats the environment, which beats the file.",
+        "beats the environment, which beats the file. Other commands: wsplex connect URL "
+        "--protocol NAME (a terminal client for any WebSocket server) and wsplex hash-password "
+        "(a password hash for the --users file); each has its own --help.",
     )
     parser.add_argument("--version", action="version", version=f"wsplex {__version__}")
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
@@ -120,7 +122,7 @@ def settings_from_args(argv: Sequence[str] | None = None,
     if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         parser.error(f"--redis {redis_url!r} is not a redis://, rediss:// or unix:// URL")
     if not 1.0 <= values["redis_ttl"] <= 30.0:
-        parser.error("--redis-ttl must be between 1 and 30 seconds (SPEC §9)")
+        parser.error("--redis-ttl must be between 1 and 30 seconds")
     if values["default_protocol"] and values["default_protocol"] not in values["protocols"]:
         parser.error(f"--default-protocol {values['default_protocol']} is not among --protocols")
     token = environ.get("WSPLEX_ADMIN_TOKEN") or None
@@ -173,7 +175,20 @@ async def serve(settings: Settings) -> None:
     await server.serve_forever()
 
 
+def run_subcommand(argv: Sequence[str]) -> None:
+    """``wsplex connect ...`` and ``wsplex hash-password``; with no subcommand, the server."""
+    if argv[0] == "connect":
+        from wsplex.connect import main as connect
+
+        sys.exit(connect(argv[1:]))
+    from wsplex.users import main as hash_password
+
+    sys.exit(hash_password(argv[1:]))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    if (sys.argv[1:] if argv is None else argv)[:1] in (["connect"], ["hash-password"]):
+        run_subcommand(sys.argv[1:] if argv is None else argv)
     settings = settings_from_args(argv)
     configure_logging(settings.debug)
     if settings.workers > 1 and WORKER_ENV not in os.environ:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 from typing import Protocol as Interface
 
@@ -25,6 +26,7 @@ from wsplex.app.hub import Hub
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication
 from wsplex.app.session import HookResult, Session
+from wsplex.app.users import Users
 from wsplex.config import Settings
 from wsplex.stats import Stats
 
@@ -53,6 +55,12 @@ class Context:
     @property
     def node_id(self) -> str:
         return self.hub.node_id
+
+    @cached_property
+    def users(self) -> Users:
+        """The ``--users`` file: ``users.check(name, password)``; not ``enabled`` without one."""
+        path = self.settings.users_file
+        return Users.load(path) if path else Users()
 
 
 class Protocol:
