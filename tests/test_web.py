@@ -442,3 +442,33 @@ async def test_screenshot(
     assert target.stat().st_size > 10_000
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(target, os.environ[SCREENSHOT_ENV])
+
+
+ECHO_WITH_EXTENSIONS = """async ([url, text]) => {
+    const ws = new WebSocket(url, ["echo"]);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    const echoed = new Promise(resolve => { ws.onmessage = event => resolve(event.data); });
+    ws.send(text);
+    const reply = await echoed;
+    ws.close();
+    return [ws.extensions, reply];
+}"""
+
+
+@pytest.mark.parametrize("compression", [True, False], ids=["deflate", "no-compression"])
+async def test_chromium_with_compression_on_and_off(
+    start_server: ServerFactory, open_console: OpenConsole, compression: bool
+) -> None:
+    """SPEC §14: Chromium offers permessage-deflate; it gets it unless --no-compression."""
+    server = await start_server(protocols=("echo",), compression=compression)
+    console = await open_console(http_url(server))
+    text = "a line long enough to be worth compressing, " * 20
+    extensions, reply = await console.page.evaluate(ECHO_WITH_EXTENSIONS, [ws_url(server), text])
+    assert reply == text
+    if compression:
+        assert extensions == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        assert server.stats.compressed_messages_in == 1 and server.stats.compressed_messages_out == 1
+    else:
+        assert extensions == ""
+        assert server.stats.compressed_messages_in == server.stats.compressed_messages_out == 0
+    assert console.errors == []
