@@ -60,3 +60,27 @@ def test_text_is_kept_as_utf8() -> None:
     assert kept.is_text and kept.data == line.encode()
     assert kept._text is False  # not decoded until read
     assert kept.text == line
+
+
+# -- retained publications (issue 17 item 4) ----------------------------------------------
+
+
+def test_retained_bounds() -> None:
+    from wsplex.hub.retained import Retained
+
+    stats = Stats()
+    store = Retained(stats)
+    store.max_value_size, store.max_count, store.max_per_sender, store.max_bytes = 8, 3, 2, 20
+    a, b = Sender("JSONsvc", "a"), Sender("mqtt", "b")
+    assert store.put(Publication("t/1", "x" * 8, a, retain=True))
+    assert not store.put(Publication("t/2", "x" * 9, a, retain=True))  # value size
+    assert store.put(Publication("t/2", "y", a, retain=True))
+    assert not store.put(Publication("t/3", "z", a, retain=True))  # a holds 2 already
+    assert store.put(Publication("t/1", "replaced", a, retain=True))  # replacing costs no slot
+    assert store.put(Publication("t/3", "bbbbbbbb", b, retain=True))
+    assert not store.put(Publication("t/4", "c", b, retain=True))  # 3 topics in all
+    assert store.size == 17
+    assert not store.put(Publication("t/2", "zzzzzzzz", a, retain=True))  # 24 bytes in all
+    assert store.put(Publication("t/1", "", b, retain=True))  # an empty payload clears, whoever
+    assert [p.topic for p in store.matching("t/+")] == ["t/2", "t/3"]
+    assert len(store) == 2 and stats.retained_refused == 4

@@ -288,3 +288,17 @@ async def test_joins_are_rate_limited(open_client: Open) -> None:
         assert await recv_text(alice) == "* alice joined"
     await alice.send("/join one-too-many")
     assert (await recv_text(alice)).startswith("! too many /join; try again in ")
+
+
+async def test_a_value_too_big_to_keep_is_still_pushed(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=PROTOCOLS, retained_value_size=4)
+    async with connect(ws_url(server), subprotocols=[Subprotocol("JSONsvc")]) as dash, \
+            connect(ws_url(server), subprotocols=[Subprotocol("JSONsvc")]) as sensor:
+        await dash.send(header({"from": "dash", "requests": "big"}))
+        await marker(dash, "dash")
+        await sensor.send(header({"from": "sensor", "put": "big"}, "12345"))
+        assert await recv_text(dash) == '{"from":"sensor","put":"big"}>12345'
+        reply = json.loads(await recv_text(sensor))
+        assert reply["error"].startswith("value of 'big' not kept"), reply
+        await sensor.send(header({"from": "sensor", "get": "big"}))  # nothing kept: asks the provider
+        assert await recv_text(sensor) == '{"from":"sensor","get":"big"}'

@@ -326,6 +326,15 @@ OPTIONS: tuple[Option, ...] = (
            "pushes out the oldest nobody is in", LIMITS, positive, metavar="N"),
     Option("history_bytes", 256 * 1024, "bytes of messages kept per topic's history (chat "
            "rooms); the oldest go first", LIMITS, size, metavar="BYTES", show=show_size),
+    Option("retained_value_size", 1 << 20, "largest payload a retained publication (a JSONsvc "
+           "put, an MQTT retained message) keeps; bigger ones are delivered, not kept", LIMITS, size,
+           metavar="BYTES", show=show_size),
+    Option("retained_max", 100_000, "retained topics in all (on one node; not bounded on Redis "
+           "yet)", LIMITS, positive, metavar="N"),
+    Option("retained_per_sender", 10_000, "retained topics one client holds (one node)", LIMITS,
+           positive, metavar="N"),
+    Option("retained_bytes", 256 << 20, "payload bytes of all retained publications (one node)",
+           LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
 
@@ -391,6 +400,10 @@ class Settings:
     handshake_timeout: float = _default("handshake_timeout")
     max_header_size: int = _default("max_header_size")
     max_subscriptions: int = _default("max_subscriptions")
+    retained_value_size: int = _default("retained_value_size")
+    retained_max: int = _default("retained_max")
+    retained_per_sender: int = _default("retained_per_sender")
+    retained_bytes: int = _default("retained_bytes")
     history_topics: int = _default("history_topics")
     history_bytes: int = _default("history_bytes")
     max_send_buffer: int = _default("max_send_buffer")

@@ -81,11 +81,16 @@ class Hub(ABC):
         """Undo :meth:`subscribe`; unknown filters are ignored."""
 
     @abstractmethod
-    def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
+    def publish(self, publication: Publication, *, exclude: str | None = None) -> bool:
         """Deliver ``publication`` to every subscriber on every node, except the
         session whose id is ``exclude``; keep it if it is retained (an empty
         retained payload clears the topic's retained publication) and in the
-        topic's history if it has one."""
+        topic's history if it has one.
+
+        False when it asked to be retained and a bound refused that (its size,
+        or the retained topics of its sender or of all): it was still
+        delivered. The protocol tells its client (MQTT 5.0: reason 0x97).
+        """
 
     @abstractmethod
     async def retained(self, topic_filter: str) -> list[Publication]:

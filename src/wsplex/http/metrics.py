@@ -74,6 +74,9 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_redis_dropped",
                                   "Messages for other nodes dropped while Redis was unreachable",
                                   value=stats.redis_dropped)
+        yield CounterMetricFamily("wsplex_retained_refused",
+                                  "Retained publications delivered but not kept: past a --retained-* bound",
+                                  value=stats.retained_refused)
         yield CounterMetricFamily("wsplex_history_trimmed",
                                   "Publications dropped from a topic's history past --history-bytes",
                                   value=stats.history_trimmed)

@@ -27,10 +27,15 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
         memory = hub = MemoryHub(node_id, stats)
         memory.history_bounds.max_topics = settings.history_topics
         memory.history_bounds.max_bytes = settings.history_bytes
+        store = memory.retained_store
+        store.max_value_size, store.max_count = settings.retained_value_size, settings.retained_max
+        store.max_per_sender, store.max_bytes = settings.retained_per_sender, settings.retained_bytes
     else:
         from wsplex.hub.redis import RedisHub
 
         pinned = [protocol_channel(name) for name in settings.protocols]
-        hub = RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned, stats=stats)
+        redis = hub = RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned,
+                               stats=stats)
+        redis.max_retained_value_size = settings.retained_value_size
     hub.local.max_subscriptions = settings.max_subscriptions
     return hub

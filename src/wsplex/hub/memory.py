@@ -11,9 +11,9 @@ from wsplex.app.hub import ClientInfo
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication
 from wsplex.app.session import Session
-from wsplex.app.topics import is_wildcard, matches
 from wsplex.hub.base import NodeHub
 from wsplex.hub.history import History
+from wsplex.hub.retained import Retained
 from wsplex.stats import Stats
 
 
@@ -22,7 +22,7 @@ class MemoryHub(NodeHub):
 
     def __init__(self, node_id: str, stats: Stats | None = None) -> None:
         super().__init__(node_id, stats)
-        self._retained: dict[str, Publication] = {}
+        self.retained_store = Retained(self.stats)
         self._history = History(self.stats, self.local.has_filter)
         self._values: dict[str, str] = {}
 
@@ -37,23 +37,14 @@ class MemoryHub(NodeHub):
     def unsubscribe(self, topic_filter: str, session: Session) -> None:
         self.local.unsubscribe(topic_filter, session)
 
-    def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
-        if publication.retain:
-            self._retain(publication)
+    def publish(self, publication: Publication, *, exclude: str | None = None) -> bool:
+        kept = self.retained_store.put(publication) if publication.retain else True
         self._history.add(publication)
         self.local.deliver(publication, exclude)
-
-    def _retain(self, publication: Publication) -> None:
-        if publication.empty:
-            self._retained.pop(publication.topic, None)
-        else:
-            self._retained[publication.topic] = publication
+        return kept
 
     async def retained(self, topic_filter: str) -> list[Publication]:
-        if not is_wildcard(topic_filter):
-            found = self._retained.get(topic_filter)
-            return [found] if found is not None else []
-        return [p for topic, p in self._retained.items() if matches(topic_filter, topic)]
+        return self.retained_store.matching(topic_filter)
 
     def keep_history(self, prefix: str, limit: int) -> None:
         self._history.rules.add(prefix, limit)

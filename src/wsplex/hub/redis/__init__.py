@@ -96,6 +96,7 @@ from wsplex.hub.redis.schema import (
     publication_of,
     unpack,
 )
+from wsplex.hub.retained import DEFAULT_VALUE_SIZE
 from wsplex.stats import Stats
 
 __all__ = ["RedisHub", "RedisUnavailable", "without_password"]
@@ -142,6 +143,7 @@ class RedisHub(NodeHub):
         self.link = PubSubLink(self._redis, self._on_message)
         self.directory = Directory(self.keys, self.local, self.queue, max(1000, int(ttl * 1000)))
         self.history_rules = HistoryRules()
+        self.max_retained_value_size = DEFAULT_VALUE_SIZE  # --retained-value-size
         self._pinned = frozenset(pinned)
         self._pinned_filters: set[str] = set()  # Hub.pin
         self._sequence = 0
@@ -326,15 +328,21 @@ class RedisHub(NodeHub):
         if last and topic_filter not in self._pinned_filters:
             self._changed()
 
-    def publish(self, publication: Publication, *, exclude: str | None = None) -> None:
+    def publish(self, publication: Publication, *, exclude: str | None = None) -> bool:
+        """Deliver here, then through Redis. Of the retained bounds only the value
+        size is checked here (it is known without a round trip); counts and total
+        bytes across the cluster are not bounded on Redis yet."""
         self.local.deliver(publication, exclude)
+        kept = not (publication.retain and len(publication.data) > self.max_retained_value_size)
+        if not kept:
+            self.stats.retained_refused += 1
         queue = self.queue
         if not queue.up:
             self.stats.redis_dropped += 1
-            return
+            return kept
         envelope = pack_publication(self.node_id, self._next(), publication, exclude)
         topic = publication.topic
-        if publication.retain:
+        if publication.retain and kept:
             if publication.empty:
                 queue.send(("HDEL", self.keys.retained, topic))
             else:
@@ -345,6 +353,7 @@ class RedisHub(NodeHub):
             queue.send(("RPUSH", key, envelope))
             queue.send(("LTRIM", key, -limit, -1))
         queue.send(("PUBLISH", self.keys.topic_channel(topic), envelope), fanout=True)
+        return kept
 
     def _next(self) -> int:
         self._sequence += 1

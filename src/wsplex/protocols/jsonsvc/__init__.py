@@ -249,7 +249,9 @@ class JSONsvcProtocol(Protocol):
             self.hub.join(providers_channel(service), session)
             first = service not in self._valued and not await self.hub.retained(service)
             self._valued.add(service)
-            self.hub.publish(Publication(service, payload, sender, retain=True, native=native))
+            if not self.hub.publish(Publication(service, payload, sender, retain=True, native=native)):
+                self._error(session, name, f"value of {service!r} not kept: it was pushed to the "
+                            "requesters, but the server keeps no more values of this size or number")
             if first:
                 await self._answer_waiting(service, native)
 
