@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -40,7 +41,7 @@ async def clients(server: Server) -> AsyncIterator[Clients]:
     """Connected paho clients: ``await clients("id", version=V5)``; stopped at the end."""
     made: list[Paho] = []
 
-    async def connect(client_id: str = "", *, version: int = V311, clean: bool = True,
+    async def connect(client_id: str = "", *, version: MQTTProtocolVersion = V311, clean: bool = True,
                       **kwargs: Any) -> Paho:
         client = Paho(server.port, client_id, version=version, clean=clean)
         made.append(client)
@@ -53,7 +54,7 @@ async def clients(server: Server) -> AsyncIterator[Clients]:
 
 
 @VERSIONS
-async def test_publish_and_subscribe_at_each_qos(clients: Clients, version: int) -> None:
+async def test_publish_and_subscribe_at_each_qos(clients: Clients, version: MQTTProtocolVersion) -> None:
     receiver = await clients("receiver", version=version)
     sender = await clients("sender", version=version)
     granted = await receiver.subscribe("sensors/+/temp", 2)
@@ -67,7 +68,7 @@ async def test_publish_and_subscribe_at_each_qos(clients: Clients, version: int)
 
 @VERSIONS
 async def test_chat_room_lines_reach_an_mqtt_subscriber_and_back(server: Server, clients: Clients,
-                                                               version: int) -> None:
+                                                               version: MQTTProtocolVersion) -> None:
     """SPEC §10: chat room R is topic chat/R; an MQTT publish there is a line of the room."""
     mqtt_client = await clients("sensor-1", version=version)
     await mqtt_client.subscribe("chat/lobby")
@@ -105,7 +106,7 @@ async def test_a_jsonsvc_put_is_a_retained_mqtt_message(server: Server, clients:
 
 @VERSIONS
 async def test_retained_messages_on_subscribe_and_cleared_by_an_empty_one(clients: Clients,
-                                                                        version: int) -> None:
+                                                                        version: MQTTProtocolVersion) -> None:
     sender = await clients("sender", version=version)
     await sender.publish("status/door", "open", 1, retain=True)
     first = await clients("first", version=version)
@@ -160,7 +161,7 @@ async def test_no_local_and_retain_as_published(clients: Clients) -> None:
 
 
 @VERSIONS
-async def test_unsubscribe(clients: Clients, version: int) -> None:
+async def test_unsubscribe(clients: Clients, version: MQTTProtocolVersion) -> None:
     client = await clients("u", version=version)
     await client.subscribe("x", 0)
     await client.subscribe("y", 0)
@@ -172,7 +173,7 @@ async def test_unsubscribe(clients: Clients, version: int) -> None:
 
 @VERSIONS
 async def test_a_will_is_published_when_the_connection_drops(server: Server, clients: Clients,
-                                                            version: int) -> None:
+                                                            version: MQTTProtocolVersion) -> None:
     watcher = await clients("watcher", version=version)
     await watcher.subscribe("wills/#", 1)
     doomed = Paho(server.port, "doomed", version=version)
@@ -185,7 +186,8 @@ async def test_a_will_is_published_when_the_connection_drops(server: Server, cli
 
 
 @VERSIONS
-async def test_no_will_after_a_normal_disconnect(server: Server, clients: Clients, version: int) -> None:
+async def test_no_will_after_a_normal_disconnect(server: Server, clients: Clients,
+                                                 version: MQTTProtocolVersion) -> None:
     watcher = await clients("watcher", version=version)
     await watcher.subscribe("wills/#", 1)
     polite = Paho(server.port, "polite", version=version)

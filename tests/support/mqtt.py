@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-V311 = mqtt.MQTTv311
-V5 = mqtt.MQTTv5
+V311 = MQTTProtocolVersion.MQTTv311
+V5 = MQTTProtocolVersion.MQTTv5
 WAIT = 10.0
 
 
@@ -37,8 +38,8 @@ class Received:
 class Paho:
     """One paho-mqtt client over WebSocket (``transport="websockets"``, path ``/mqtt``)."""
 
-    def __init__(self, port: int, client_id: str = "", *, version: int = V311, clean: bool = True,
-                 path: str = "/mqtt") -> None:
+    def __init__(self, port: int, client_id: str = "", *, version: MQTTProtocolVersion = V311,
+                 clean: bool = True, path: str = "/mqtt") -> None:
         self.port = port
         self.version = version
         self.clean = clean
@@ -46,7 +47,7 @@ class Paho:
         kwargs: dict[str, Any] = {}
         if version == V311:
             kwargs["clean_session"] = clean
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   transport="websockets", protocol=version,
                                   reconnect_on_failure=False, **kwargs)
         self.client.ws_set_options(path=path)
@@ -162,7 +163,7 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 def properties(packet_type: int, **values: Any) -> Properties:
     """paho Properties for ``packet_type`` (``PacketTypes.PUBLISH``...) set from keywords."""
-    props = Properties(packet_type)
+    props = Properties(packet_type)  # type: ignore[no-untyped-call]
     for name, value in values.items():
         setattr(props, name, value)
     return props

@@ -581,6 +581,7 @@ def _connect(reader: _Reader) -> Connect:
         raise protocol_error(f"protocol name {name!r}")  # [MQTT-3.1.2-1]
     if level not in (LEVEL_311, LEVEL_5):
         # Not ours to read further: the caller answers with CONNACK 0x01 / 0x84.
+        reader.rest()
         return Connect(name, level, True, keep_alive, "")
     v5 = level == LEVEL_5
     if flags & 0x01:

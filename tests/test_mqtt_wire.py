@@ -1,0 +1,234 @@
+"""The MQTT broker's wire rules with hand-built packets over a real WebSocket (SPEC §11).
+
+The ``websockets`` client sends exactly the bytes each test builds, so packets
+can be split across messages, packed into one, or broken on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from support import ServerFactory, ws_url
+from wsplex.protocols.mqtt.codec import (
+    LEVEL_5,
+    LEVEL_311,
+    Connect,
+    Prop,
+    Properties,
+    Publish,
+    Splitter,
+    Subscribe,
+    SubscriptionRequest,
+    Type,
+    encode_ack,
+    encode_connect,
+    encode_publish,
+    encode_subscribe,
+    packet,
+)
+from wsplex.server import Server
+
+WAIT = 10.0
+LEVELS = pytest.mark.parametrize("level", [LEVEL_311, LEVEL_5], ids=["3.1.1", "5.0"])
+
+
+class Wire:
+    """A WebSocket speaking raw MQTT: packets out, (first byte, body) pairs in."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.splitter = Splitter()
+        self.packets: list[tuple[int, bytes]] = []
+
+    async def send(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            await self.ws.send(chunk)
+
+    async def packet(self) -> tuple[int, bytes]:
+        while not self.packets:
+            message = await asyncio.wait_for(self.ws.recv(), WAIT)
+            assert isinstance(message, bytes), "the broker sends binary messages only"
+            self.packets += self.splitter.feed(message)
+        return self.packets.pop(0)
+
+    async def closed(self) -> int | None:
+        """Read until the server closes; its close code."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), WAIT)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else None
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> Server:
+    return await start_server(protocols=("mqtt",))
+
+
+@pytest.fixture
+async def wire(server: Server) -> AsyncIterator[Wire]:
+    async with websockets.connect(ws_url(server, "/mqtt"), subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+        yield Wire(ws)
+
+
+def connect(level: int, client_id: str = "c", **kwargs: object) -> bytes:
+    return encode_connect(Connect("MQTT", level, True, 0, client_id, **kwargs))  # type: ignore[arg-type]
+
+
+async def connected(wire: Wire, level: int, client_id: str = "c") -> None:
+    await wire.send(connect(level, client_id))
+    first, body = await wire.packet()
+    assert first >> 4 == Type.CONNACK and body[1] == 0
+
+
+@LEVELS
+async def test_packets_split_across_messages_and_packed_in_one(wire: Wire, level: int) -> None:
+    data = connect(level)
+    await wire.send(data[:1], data[1:3], data[3:])  # CONNECT in three messages
+    assert (await wire.packet())[0] >> 4 == Type.CONNACK
+    subscribe = encode_subscribe(level, Subscribe(1, (SubscriptionRequest("t", 0),)))
+    publish = encode_publish(level, Publish("t", b"x"))
+    await wire.send(subscribe + publish + b"\xc0\x00")  # SUBSCRIBE, PUBLISH, PINGREQ in one
+    assert (await wire.packet())[0] >> 4 == Type.SUBACK
+    first, body = await wire.packet()
+    assert first == 0x30 and body.endswith(b"x")
+    assert await wire.packet() == (0xD0, b"")  # PINGRESP
+
+
+async def test_a_text_message_closes_with_1003(wire: Wire) -> None:
+    await wire.ws.send("CONNECT")
+    assert await wire.closed() == 1003
+
+
+@pytest.mark.parametrize(("level", "connack"), [(3, b"\x00\x01"), (6, b"\x00\x84\x00")])
+async def test_an_unsupported_level_gets_the_prescribed_connack(wire: Wire, level: int,
+                                                               connack: bytes) -> None:
+    """3.1.1 [MQTT-3.1.2-2]: 0x01 then close; 5.0 §3.1.2.2: 0x84."""
+    body = b"\x00\x04MQTT" + bytes([level, 0x02, 0, 0]) + b"\x00\x01c"
+    await wire.send(packet(Type.CONNECT, 0, body))
+    assert await wire.packet() == (0x20, connack)
+    assert await wire.closed() is not None
+
+
+async def test_the_first_packet_must_be_connect(wire: Wire) -> None:
+    await wire.send(b"\xc0\x00")
+    assert await wire.closed() == 1008
+
+
+async def test_a_second_connect_ends_the_connection(wire: Wire) -> None:
+    await connected(wire, LEVEL_5)
+    await wire.send(connect(LEVEL_5))
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x82)  # DISCONNECT, Protocol Error
+    assert await wire.closed() == 1008
+
+
+async def test_a_malformed_packet_gets_disconnect_0x81_in_5(wire: Wire) -> None:
+    await connected(wire, LEVEL_5)
+    await wire.send(b"\x30\x03\x00\x05a")  # a topic longer than the packet
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x81)
+    assert await wire.closed() == 1008
+
+
+async def test_a_malformed_packet_in_311_just_closes(wire: Wire) -> None:
+    await connected(wire, LEVEL_311)
+    await wire.send(b"\x36\x03\x00\x01a")  # QoS 3
+    assert await wire.closed() == 1008
+
+
+async def test_an_empty_client_id_without_clean_session_is_rejected_in_311(wire: Wire) -> None:
+    await wire.send(encode_connect(Connect("MQTT", LEVEL_311, False, 0, "")))
+    assert await wire.packet() == (0x20, b"\x00\x02")  # [MQTT-3.1.3-8]
+    assert await wire.closed() is not None
+
+
+async def test_auth_is_refused(wire: Wire) -> None:
+    """SPEC §11: enhanced authentication is not supported (5.0 §4.12: 0x8C)."""
+    props = Properties({Prop.AUTH_METHOD: "SCRAM-SHA-1"})
+    await wire.send(encode_connect(Connect("MQTT", LEVEL_5, True, 0, "c", properties=props)))
+    first, body = await wire.packet()
+    assert (first, body[:2]) == (0x20, b"\x00\x8c")
+
+
+async def test_keep_alive_closes_a_silent_client(wire: Wire) -> None:
+    """3.1.1 [MQTT-3.1.2-24]: silent for 1.5 times its Keep Alive; 5.0 says so with 0x8D."""
+    await wire.send(encode_connect(Connect("MQTT", LEVEL_5, True, 1, "sleepy")))
+    assert (await wire.packet())[0] == 0x20
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x8D)
+    assert await wire.closed() == 1008
+
+
+async def test_qos2_exchange_and_a_repeated_publish_is_not_published_twice(wire: Wire) -> None:
+    """5.0 §4.3.3: the receiver acknowledges a repeated PUBLISH and does not pass it on."""
+    await connected(wire, LEVEL_5)
+    await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (SubscriptionRequest("q2", 2),))))
+    assert (await wire.packet())[0] == 0x90
+    publish = Publish("q2", b"once", 2, packet_id=7)
+    await wire.send(encode_publish(LEVEL_5, publish))
+    replies = {(await wire.packet())[0] for _ in range(2)}  # our PUBREC and the delivery, in some order
+    assert replies == {0x50, 0x34}
+    await wire.send(encode_publish(LEVEL_5, Publish("q2", b"once", 2, dup=True, packet_id=7)))
+    assert await wire.packet() == (0x50, b"\x00\x07")  # PUBREC again, nothing delivered
+    await wire.send(encode_ack(LEVEL_5, Type.PUBREL, 7))
+    assert await wire.packet() == (0x70, b"\x00\x07")  # PUBCOMP
+    await wire.send(encode_ack(LEVEL_5, Type.PUBREL, 7))
+    assert await wire.packet() == (0x70, b"\x00\x07\x92")  # Packet Identifier not found
+
+
+async def test_topic_aliases(wire: Wire) -> None:
+    await connected(wire, LEVEL_5)
+    await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (SubscriptionRequest("long/topic", 0),))))
+    await wire.packet()
+    alias = Properties({Prop.TOPIC_ALIAS: 3})
+    await wire.send(encode_publish(LEVEL_5, Publish("long/topic", b"1", properties=alias)),
+                    encode_publish(LEVEL_5, Publish("", b"2", properties=alias)))
+    for payload in (b"1", b"2"):
+        first, body = await wire.packet()
+        assert body[:12] == b"\x00\x0along/topic" and body.endswith(payload)
+    unknown = Properties({Prop.TOPIC_ALIAS: 999})
+    await wire.send(encode_publish(LEVEL_5, Publish("", b"3", properties=unknown)))
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x94)  # Topic Alias invalid
+
+
+async def test_a_wildcard_in_a_topic_name_ends_the_connection(wire: Wire) -> None:
+    await connected(wire, LEVEL_5)
+    await wire.send(encode_publish(LEVEL_5, Publish("a/+", b"x")))
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x90)
+
+
+async def test_the_outbound_window_holds_the_rest_until_acknowledged(start_server: ServerFactory) -> None:
+    """5.0 §4.9: no more than the client's Receive Maximum QoS 1 messages unacknowledged."""
+    server = await start_server(protocols=("mqtt",))
+    async with websockets.connect(ws_url(server, "/mqtt"), subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+        wire = Wire(ws)
+        props = Properties({Prop.RECEIVE_MAXIMUM: 2})
+        await wire.send(encode_connect(Connect("MQTT", LEVEL_5, True, 0, "slow", properties=props)))
+        await wire.packet()
+        await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (SubscriptionRequest("w", 1),))))
+        await wire.packet()
+        for n in range(4):
+            await wire.send(encode_publish(LEVEL_5, Publish("w", bytes([n]), 1, packet_id=n + 1)))
+        got = [await wire.packet() for _ in range(6)]  # 4 PUBACKs and the 2 messages the window allows
+        delivered = [body for first, body in got if first >> 4 == Type.PUBLISH]
+        assert [body[-1] for body in delivered] == [0, 1]
+        await wire.send(b"\xc0\x00")
+        assert await wire.packet() == (0xD0, b"")  # and nothing more came before the PINGRESP
+        first_id = delivered[0][3:5]
+        await wire.send(packet(Type.PUBACK, 0, first_id))
+        first, body = await wire.packet()
+        assert first >> 4 == Type.PUBLISH and body[-1] == 2
+
+
+async def test_a_client_disconnect_closes_normally(wire: Wire) -> None:
+    await connected(wire, LEVEL_5)
+    await wire.send(packet(Type.DISCONNECT, 0, b""))
+    assert await wire.closed() == 1000
