@@ -127,8 +127,8 @@ def test_encode_escapes_per_version_and_adds_content_length() -> None:
 
 # -- fuzzing -------------------------------------------------------------------
 
-names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
-values = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+values = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 commands = st.sampled_from(["SEND", "MESSAGE", "ERROR", "SUBSCRIBE", "ACK"])
 frames = st.builds(
     lambda command, headers, body: Frame(command, tuple(headers), body),

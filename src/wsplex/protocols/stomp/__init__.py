@@ -146,12 +146,13 @@ class Connection:
     def subscription_for(self, topic: str) -> Subscription | None:
         """The oldest subscription whose filter matches ``topic``: a publication is delivered
         once per connection however many match (SPEC §10)."""
-        exact = self.topics.get(topic)
-        if exact:
-            return exact[0]
-        best: Subscription | None = None
-        for topic_filter, subscriptions in self.topics.items():
-            if subscriptions and matches(topic_filter, topic):
+        topics = self.topics
+        exact = topics.get(topic)
+        best = exact[0] if exact else None
+        if best is not None and len(topics) == 1:
+            return best
+        for topic_filter, subscriptions in topics.items():
+            if subscriptions and topic_filter != topic and matches(topic_filter, topic):
                 candidate = subscriptions[0]
                 if best is None or candidate.order < best.order:
                     best = candidate

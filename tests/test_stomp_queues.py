@@ -1,0 +1,216 @@
+"""STOMP ``/queue/Q`` and the ack modes, and transactions (SPEC §12; STOMP 1.2 "SUBSCRIBE ack
+Header", "ACK", "NACK", "BEGIN", "COMMIT", "ABORT"), with stomp.py over WebSocket.
+
+Queues are kept by the node their clients are on, so each test uses one
+server; it runs on both hubs all the same (on Redis that one node's topics
+go through Redis, its queues do not). "Nothing else arrived" is shown with a
+receipt, as in ``test_stomp.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from support import ServerFactory
+from support.stomp import ClientFrame, StompPy
+from wsplex.server import Server
+
+STOMP = ("v12.stomp", "v11.stomp", "v10.stomp")
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> Server:
+    return await start_server(protocols=STOMP)
+
+
+async def stomp_py(server: Server) -> StompPy:
+    client = StompPy(server)
+    await client.connect()
+    return client
+
+
+async def nothing_else(client: StompPy) -> None:
+    receipt = client.receipt_id()
+    client.conn.begin(transaction="marker", headers={"receipt": receipt})
+    await client.receipt(id=receipt)
+    client.conn.abort(transaction="marker")
+
+
+async def test_round_robin_one_consumer_per_message(server: Server) -> None:
+    producer, one, two = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await one.subscribe("/queue/work", id="a")
+    await two.subscribe("/queue/work", id="b")
+    for number in range(4):
+        await producer.send("/queue/work", f"job {number}")
+    assert [(await one.message()).body for _ in range(2)] == [b"job 0", b"job 2"]
+    assert [(await two.message()).body for _ in range(2)] == [b"job 1", b"job 3"]
+    await nothing_else(one)
+    await nothing_else(two)
+    message_headers = (await _one_more(producer, one)).headers
+    assert message_headers["destination"] == "/queue/work"
+    assert message_headers["from"] == producer.session
+    for client in (producer, one, two):
+        await client.disconnect()
+
+
+async def _one_more(producer: StompPy, consumer: StompPy) -> ClientFrame:
+    await producer.send("/queue/work", "one more")  # job 4: consumer one's turn again
+    return await consumer.message()
+
+
+async def test_messages_wait_for_a_consumer(server: Server) -> None:
+    producer = await stomp_py(server)
+    for number in range(3):
+        await producer.send("/queue/later", f"m{number}", **{"x-kind": "early"})
+    consumer = await stomp_py(server)
+    consumer.conn.subscribe("/queue/later", id="1", headers={"receipt": "s"})
+    bodies = []
+    for _ in range(3):
+        message = await consumer.message()  # the waiting ones come with the subscription,
+        assert message.headers["x-kind"] == "early"
+        bodies.append(message.body)
+    assert bodies == [b"m0", b"m1", b"m2"]
+    await consumer.receipt(id="s")  # before its receipt
+    await producer.disconnect()
+    await consumer.disconnect()
+
+
+async def test_waiting_messages_are_bounded(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=STOMP, stomp_queue_limit=2)
+    producer = await stomp_py(server)
+    for number in range(5):
+        await producer.send("/queue/small", f"m{number}")
+    consumer = await stomp_py(server)
+    consumer.conn.subscribe("/queue/small", id="1", headers={"receipt": "s"})
+    assert [(await consumer.message()).body for _ in range(2)] == [b"m3", b"m4"]  # the oldest went
+    await consumer.receipt(id="s")
+    await nothing_else(consumer)
+    await producer.disconnect()
+    await consumer.disconnect()
+
+
+async def test_unacked_messages_go_to_another_consumer_when_theirs_leaves(server: Server) -> None:
+    producer, leaver, stayer = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await leaver.subscribe("/queue/q", id="1", ack="client-individual")
+    await producer.send("/queue/q", "first")
+    first = await leaver.message()
+    assert first.headers["ack"] == first.headers["message-id"]
+    await stayer.subscribe("/queue/q", id="2", ack="client-individual")
+    await leaver.drop()  # gone without ACK
+    again = await stayer.message()
+    assert (again.body, again.headers.get("redelivered")) == (b"first", "true")
+    stayer.conn.ack(again.headers["ack"])
+    await nothing_else(stayer)
+    await producer.disconnect()
+    await stayer.disconnect()
+
+
+async def test_unsubscribe_gives_back_what_was_not_acked(server: Server) -> None:
+    producer, one, two = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await one.subscribe("/queue/u", id="1", ack="client")
+    await producer.send("/queue/u", "a")
+    await one.message()
+    await two.subscribe("/queue/u", id="2")
+    receipt = one.receipt_id()
+    one.conn.unsubscribe("1", headers={"receipt": receipt})
+    await one.receipt(id=receipt)
+    assert (await two.message()).headers.get("redelivered") == "true"
+    for client in (producer, one, two):
+        await client.disconnect()
+
+
+async def test_nack_redelivers_to_another_consumer(server: Server) -> None:
+    producer, picky, other = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await picky.subscribe("/queue/n", id="1", ack="client-individual")
+    await other.subscribe("/queue/n", id="2", ack="client-individual")
+    await producer.send("/queue/n", "x")
+    message = await picky.message()
+    picky.conn.nack(message.headers["ack"])
+    again = await other.message()
+    assert (again.body, again.headers["redelivered"]) == (b"x", "true")
+    other.conn.ack(again.headers["ack"])
+    await nothing_else(picky)
+    for client in (producer, picky, other):
+        await client.disconnect()
+
+
+async def test_client_mode_acks_cumulatively(server: Server) -> None:
+    producer, consumer, spare = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/c", id="1", ack="client")
+    for number in range(3):
+        await producer.send("/queue/c", f"m{number}")
+    messages = [await consumer.message() for _ in range(3)]
+    consumer.conn.ack(messages[1].headers["ack"])  # acknowledges m0 and m1
+    await nothing_else(consumer)
+    await spare.subscribe("/queue/c", id="2")
+    await consumer.drop()
+    again = await spare.message()
+    assert (again.body, again.headers["redelivered"]) == (b"m2", "true")
+    await nothing_else(spare)
+    await producer.disconnect()
+    await spare.disconnect()
+
+
+async def test_auto_mode_needs_no_ack(server: Server) -> None:
+    producer, consumer, spare = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/auto", id="1")
+    await producer.send("/queue/auto", "done")
+    assert "ack" not in (await consumer.message()).headers
+    await spare.subscribe("/queue/auto", id="2")
+    await consumer.drop()
+    await nothing_else(spare)
+    for client in (producer, spare):
+        await client.disconnect()
+
+
+# -- transactions -----------------------------------------------------------------------
+
+
+async def test_sends_of_a_transaction_take_effect_at_commit(server: Server) -> None:
+    producer, consumer = await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/t", id="1")
+    producer.conn.begin(transaction="tx1")
+    await producer.send("/queue/t", "held", transaction="tx1")
+    await producer.send("/queue/t", "direct")
+    assert (await consumer.message()).body == b"direct"
+    await nothing_else(consumer)
+    receipt = producer.receipt_id()
+    producer.conn.commit(transaction="tx1", headers={"receipt": receipt})
+    await producer.receipt(id=receipt)
+    assert (await consumer.message()).body == b"held"
+    await producer.disconnect()
+    await consumer.disconnect()
+
+
+async def test_abort_drops_the_transaction(server: Server) -> None:
+    producer, consumer = await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/ab", id="1")
+    producer.conn.begin(transaction="tx")
+    await producer.send("/queue/ab", "never", transaction="tx")
+    receipt = producer.receipt_id()
+    producer.conn.abort(transaction="tx", headers={"receipt": receipt})
+    await producer.receipt(id=receipt)
+    await producer.send("/queue/ab", "after")
+    assert (await consumer.message()).body == b"after"
+    await producer.disconnect()
+    await consumer.disconnect()
+
+
+@pytest.mark.parametrize("commit", [True, False])
+async def test_acks_of_a_transaction_take_effect_at_commit(server: Server, commit: bool) -> None:
+    producer, consumer, spare = await stomp_py(server), await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/ta", id="1", ack="client-individual")
+    await producer.send("/queue/ta", "m")
+    message = await consumer.message()
+    consumer.conn.begin(transaction="tx")
+    consumer.conn.ack(message.headers["ack"], transaction="tx")
+    if commit:
+        consumer.conn.commit(transaction="tx")
+    await nothing_else(consumer)
+    await spare.subscribe("/queue/ta", id="2")
+    await consumer.drop()  # an open transaction is aborted with its connection
+    if not commit:
+        assert (await spare.message()).headers["redelivered"] == "true"
+    await nothing_else(spare)
+    await producer.disconnect()
+    await spare.disconnect()
