@@ -136,6 +136,7 @@ def settings_from_args(argv: Sequence[str] | None = None,
             parser.error("--admin-token-file is empty")
     protocols: tuple[str, ...] = values["protocols"]
     modules: tuple[str, ...] = values["protocol_module"]
+    add_app_dir(values["app_dir"])
     try:
         available = available_protocols(list(modules))
     except ProtocolLoadError as exc:
@@ -149,6 +150,14 @@ def settings_from_args(argv: Sequence[str] | None = None,
             protocols += (name,)
     fields = {option.field: values[option.name] for option in OPTIONS if not option.derived}
     return Settings(**{**fields, "protocols": protocols, "admin_token": token})
+
+
+def add_app_dir(folder: str) -> None:
+    """Put ``--app-dir`` (the current folder by default) first on the import path, as
+    uvicorn does, so ``--protocol-module mypkg.mod:Class`` finds ``mypkg`` where it is run."""
+    path = os.path.abspath(folder)
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def configure_logging(debug: bool) -> None:

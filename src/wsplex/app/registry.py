@@ -49,6 +49,16 @@ def load_class(spec: str) -> type[Protocol]:
     return cls
 
 
+def load_named(name: str, spec: str) -> type[Protocol]:
+    """The class ``spec`` names, which must call itself ``name``: an entry point's name
+    is the protocol's name, so a plugin cannot be enabled under a name it does not answer to."""
+    cls = load_class(spec)
+    if cls.name != name:
+        raise ProtocolLoadError(f"entry point {name!r} ({spec}) is protocol {cls.name!r}: a "
+                                f"{ENTRY_POINT_GROUP} entry point must be named as its class's name")
+    return cls
+
+
 def available_protocols(extra_modules: Iterable[str] = ()) -> dict[str, str]:
     """Every protocol this install can serve: name -> ``module:Class``.
 
@@ -78,7 +88,7 @@ class ProtocolRegistry:
             raise ProtocolLoadError(
                 f"unknown protocol {', '.join(unknown)} (available: {', '.join(available)})"
             )
-        return cls([load_class(available[name]) for name in enabled])
+        return cls([load_named(name, available[name]) for name in enabled])
 
     def __iter__(self) -> Iterator[type[Protocol]]:
         return iter(self._classes.values())

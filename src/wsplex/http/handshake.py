@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from wsplex.app.registry import ProtocolRegistry, parse_offer
 from wsplex.config import Settings
 from wsplex.http.admission import Refusal, Refused, header_size, origin_allowed
+from wsplex.http.forwarded import forwarded_client, forwarded_hops, networks
 from wsplex.http.routes import Response
 from wsplex.ws.deflate import Deflate, DeflateSettings, negotiate
 
@@ -127,7 +128,7 @@ def decide(request: Request, settings: Settings, registry: ProtocolRegistry) -> 
         return Refused(HTTPStatus.NOT_FOUND, Refusal.PATH,
                        f"no WebSocket endpoint at {path} for {chosen}; {path} is for {only}")
     return Accept(chosen, chosen if offered else None, path, url.query,
-                  tuple(offered), client_address(request.peer), format_peer(request.peer),
+                  tuple(offered), *client_identity(request, settings),
                   choose_deflate(request, settings))
 
 
@@ -142,6 +143,19 @@ def choose_deflate(request: Request, settings: Settings) -> Deflate | None:
         settings.compression_context_takeover, settings.compression_server_window_bits,
         settings.compression_client_window_bits, settings.compression_memory_level,
         settings.compression_level, settings.compression_threshold))
+
+
+def client_identity(request: Request, settings: Settings) -> tuple[str, str]:
+    """``(address, remote)`` of the client: the peer, or behind a ``--trusted-proxy`` the
+    client its ``X-Forwarded-For`` or ``Forwarded`` header names (:mod:`.forwarded`)."""
+    address = client_address(request.peer)
+    if settings.trusted_proxies:
+        hops = forwarded_hops(request.header_values("X-Forwarded-For"),
+                              request.header_values("Forwarded"))
+        client = forwarded_client(address, hops, networks(settings.trusted_proxies))
+        if client is not None:
+            return client, client
+    return address, format_peer(request.peer)
 
 
 def client_address(peer: Any) -> str:
