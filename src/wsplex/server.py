@@ -44,6 +44,31 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
+#: Descriptors kept free of connections: the listener, Redis, logs, files, accept bursts.
+FD_HEADROOM = 64
+
+
+def connection_cap(wanted: int) -> int:
+    """``--max-connections``, lowered to what the process may open (issue 17 item 9).
+
+    Each connection is one file descriptor. Past the soft ``RLIMIT_NOFILE``
+    ``accept()`` fails and the client is dropped with no answer, no log and no
+    metric; below the cap it gets 503 "server full" like any other refusal.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_HEADROOM >= wanted:
+        return wanted
+    allowed = max(1, soft - FD_HEADROOM)
+    log.warning("--max-connections %d is more than this process may open (open files limit %d): "
+                "serving at most %d connections; raise the limit (ulimit -n, LimitNOFILE) for more",
+                wanted, soft, allowed)
+    return allowed
+
+
 class Server:
     """A wsplex server: protocols, hub, HTTP routes and the listening socket."""
 
@@ -57,7 +82,8 @@ class Server:
         self.protocols: dict[str, Protocol] = {cls.name: cls(self.context) for cls in self.registry}
         self.hub.bind(self.protocols)  # they render publications for their own sessions
         self.http = HttpApp(self.registry, self.hub, MetricsEndpoint(self.stats, tuple(self.registry.names)))
-        self.counter = ConnectionCounter(settings.max_connections, settings.max_connections_per_ip)
+        self.counter = ConnectionCounter(connection_cap(settings.max_connections),
+                                         settings.max_connections_per_ip)
         shared = Shared(
             settings, self.stats, self.hub, self.counter, Flusher(),
             send_buffer_cap=max(settings.max_send_buffer, 2 * settings.max_message_size),
