@@ -195,28 +195,30 @@ class Broker:
             deliver_queued(consumer, message)
 
     def leave(self, subscription: Subscription) -> None:
-        """A consumer leaves: what it did not acknowledge goes to another, redelivered."""
+        """A consumer leaves: what it did not acknowledge goes to the others, redelivered,
+        or back to the head of the queue in its order when nobody else is there."""
         queue = self.queues.get(subscription.name)
         if queue is None:
             return
         queue.remove_consumer(subscription)
-        connection = subscription.connection
-        unacked = [key for key, (owner, _) in connection.pending.items() if owner is subscription]
-        for key in unacked:
-            _, message = connection.pending.pop(key)
-            self.give_back(message, subscription)
+        pending = subscription.connection.pending
+        unacked = [key for key, (owner, _) in pending.items() if owner is subscription]
+        messages = [pending.pop(key)[1] for key in unacked]
+        for message in messages:
+            message.redelivered = True
+        self.redeliveries += len(messages)
+        if queue.consumers:
+            for message in messages:
+                self.dispatch(subscription.name, message)
+        else:
+            queue.park_first(messages)
         if not queue:
             del self.queues[subscription.name]
 
     def give_back(self, message: QueuedMessage, consumer: Subscription) -> None:
-        """``message`` was NACKed, or its consumer left: to another consumer if any."""
+        """``message`` was NACKed: to another consumer if there is one, else to the same."""
         message.redelivered = True
         self.redeliveries += 1
-        queue = self.queues.get(consumer.name)
-        others = queue is not None and any(c is not consumer for c in queue.consumers)
-        if queue is not None and not others and consumer not in queue.consumers:
-            queue.park_first([message])
-            return
         self.dispatch(consumer.name, message, avoid=consumer)
 
     def depths(self) -> dict[str, int]:
@@ -360,6 +362,7 @@ class StompProtocol(Protocol):
         self.broker = broker_of(context)
         settings = context.settings
         self._max_frame_size = settings.stomp_max_frame_size
+        self._max_subscriptions = settings.max_subscriptions  # the hub's bound, queues included
         self._server_beat = (settings.stomp_heart_beat, settings.stomp_heart_beat)
         self._handlers: dict[str, dict[str, Handler]] = {}
         common: dict[str, Handler] = {
@@ -520,14 +523,18 @@ class StompProtocol(Protocol):
         if problem is not None:
             raise StompError(f"invalid destination {destination[:60]!r}", problem)
         connection.next_id += 1
+        if len(connection.subscriptions) >= self._max_subscriptions:
+            raise StompError(f"more than {self._max_subscriptions} subscriptions")
         subscription = Subscription(subscription_id, name, is_queue, ack, session, connection,
                                     connection.next_id)
-        connection.subscriptions[subscription_id] = subscription
         if is_queue:
+            connection.subscriptions[subscription_id] = subscription
             self.broker.consume(subscription)
-        else:
-            connection.topics.setdefault(name, []).append(subscription)
-            self.hub.subscribe(name, session)
+            return
+        if name not in connection.topics and not self.hub.subscribe(name, session):
+            raise StompError(f"more than {self._max_subscriptions} subscriptions")
+        connection.subscriptions[subscription_id] = subscription
+        connection.topics.setdefault(name, []).append(subscription)
 
     def _unsubscribe(self, session: Session, connection: Connection, frame: Frame) -> None:
         subscription_id = frame.get("id")
