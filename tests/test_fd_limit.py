@@ -16,20 +16,30 @@ pytestmark = pytest.mark.memory_only("a process limit: no hub involved")
 
 
 @pytest.fixture
-def soft_limit() -> Iterator[int]:
-    """This process's soft open-files limit lowered to 96 for the test (opening nothing)."""
+def limits() -> Iterator[tuple[int, int]]:
+    """This process's open-files limits; the soft one is lowered to 96 for the test
+    (opening nothing) and put back after. The hard one is never touched: lowering it
+    cannot be undone without privileges."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.fail("an unlimited hard open-files limit: this test needs a finite one")
     resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
     try:
-        yield 96
+        yield 96, hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_the_cap_follows_the_open_files_limit(soft_limit: int, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_soft_limit_is_raised_first(limits: tuple[int, int]) -> None:
+    assert connection_cap(200) == 200
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 200 + FD_HEADROOM
+
+
+def test_the_cap_follows_the_hard_limit(limits: tuple[int, int], caplog: pytest.LogCaptureFixture) -> None:
+    _, hard = limits
     with caplog.at_level(logging.WARNING, logger="wsplex.server"):
-        assert connection_cap(100_000) == soft_limit - FD_HEADROOM
-    assert "serving at most 32 connections" in caplog.text
+        assert connection_cap(hard + 1000) == hard - FD_HEADROOM
+    assert f"serving at most {hard - FD_HEADROOM} connections" in caplog.text
     caplog.clear()
     assert connection_cap(10) == 10  # within the limit: as asked, no warning
     assert caplog.text == ""

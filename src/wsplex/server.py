@@ -54,14 +54,26 @@ def connection_cap(wanted: int) -> int:
     Each connection is one file descriptor. Past the soft ``RLIMIT_NOFILE``
     ``accept()`` fails and the client is dropped with no answer, no log and no
     metric; below the cap it gets 503 "server full" like any other refusal.
+    The soft limit is first raised as far as the hard limit allows, as a
+    server that expects thousands of connections should.
     """
     try:
         import resource
     except ImportError:  # not POSIX
         return wanted
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft - FD_HEADROOM >= wanted:
         return wanted
+    needed = wanted + FD_HEADROOM
+    raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+        if soft - FD_HEADROOM >= wanted:
+            return wanted
     allowed = max(1, soft - FD_HEADROOM)
     log.warning("--max-connections %d is more than this process may open (open files limit %d): "
                 "serving at most %d connections; raise the limit (ulimit -n, LimitNOFILE) for more",
