@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from support import ServerFactory
-from support.stomp import ClientFrame, StompPy
+from support.stomp import ClientFrame, RawStomp, StompPy
 from wsplex.server import Server
 
 STOMP = ("v12.stomp", "v11.stomp", "v10.stomp")
@@ -214,3 +214,58 @@ async def test_acks_of_a_transaction_take_effect_at_commit(server: Server, commi
     await nothing_else(spare)
     await producer.disconnect()
     await spare.disconnect()
+
+
+async def test_a_lone_consumers_unacked_messages_wait_in_their_order(server: Server) -> None:
+    producer, consumer = await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/order", id="1", ack="client-individual")
+    for number in range(3):
+        await producer.send("/queue/order", f"m{number}")
+    for _ in range(3):
+        await consumer.message()
+    await consumer.drop()
+    later = await stomp_py(server)
+    later.conn.subscribe("/queue/order", id="2", headers={"receipt": "s"})
+    again = [await later.message() for _ in range(3)]
+    assert [m.body for m in again] == [b"m0", b"m1", b"m2"]
+    assert {m.headers["redelivered"] for m in again} == {"true"}
+    await later.receipt(id="s")
+    await producer.disconnect()
+    await later.disconnect()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_older_versions_ack_by_message_id(server: Server, version: str) -> None:
+    producer = await stomp_py(server)
+    consumer = await RawStomp.open(server, f"v1{version[-1]}.stomp")
+    await consumer.connect(**{"accept-version": version})
+    await consumer.frame("SUBSCRIBE", {"id": "s", "destination": "/queue/old", "ack": "client"})
+    await producer.send("/queue/old", "m")
+    message = await consumer.next()
+    assert message.command == "MESSAGE" and "ack" not in message  # 1.2 only
+    ack = {"message-id": message.get("message-id") or "", "receipt": "acked"}
+    if version == "1.1":
+        ack["subscription"] = "s"
+    await consumer.frame("ACK", ack)
+    assert (await consumer.next()).get("receipt-id") == "acked"
+    spare = await stomp_py(server)
+    await spare.subscribe("/queue/old", id="2")
+    await consumer.close()
+    await nothing_else(spare)  # acknowledged: nothing to redeliver
+    await producer.disconnect()
+    await spare.disconnect()
+
+
+async def test_stomp_10_unsubscribes_by_destination(server: Server) -> None:
+    producer = await stomp_py(server)
+    consumer = await RawStomp.open(server, "v10.stomp")
+    await consumer.connect(**{"accept-version": "1.0"})
+    await consumer.frame("SUBSCRIBE", {"destination": "/queue/ten"})
+    await consumer.frame("UNSUBSCRIBE", {"destination": "/queue/ten", "receipt": "gone"})
+    assert (await consumer.next()).get("receipt-id") == "gone"
+    await producer.send("/queue/ten", "waits")
+    await consumer.frame("SUBSCRIBE", {"destination": "/queue/ten", "id": "again"})
+    message = await consumer.next()
+    assert (message.body, message.get("subscription")) == (b"waits", "again")
+    await producer.disconnect()
+    await consumer.close()
