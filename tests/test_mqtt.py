@@ -212,3 +212,68 @@ async def test_connack_announces_what_the_server_supports(server: Server) -> Non
     assert props.MaximumPacketSize == server.settings.max_message_size
     assert props.SharedSubscriptionAvailable == 0
     await client.stop()
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+@VERSIONS
+async def test_takeover_and_topics_across_nodes(start_server: ServerFactory,
+                                               version: MQTTProtocolVersion) -> None:
+    """SPEC §9: a client id is unique in the cluster; a wildcard subscriber on one node hears
+    a publisher on the other; retained messages are the cluster's."""
+    first_node = await start_server(protocols=PROTOCOLS)
+    second_node = await start_server(protocols=PROTOCOLS)
+    old = Paho(first_node.port, "roaming", version=version)
+    new = Paho(second_node.port, "roaming", version=version)
+    listener = Paho(first_node.port, "listener", version=version)
+    try:
+        await old.connect()
+        await new.connect()
+        await old.wait_disconnected()
+        await listener.connect()
+        await listener.subscribe("fleet/+/position", 1)
+        await new.publish("fleet/7/position", "52.5,13.4", 1, retain=True)
+        got = await listener.next_message()
+        assert (got.topic, got.payload) == ("fleet/7/position", b"52.5,13.4")
+        late = Paho(first_node.port, "late", version=version)
+        try:
+            await late.connect()
+            await late.subscribe("fleet/#", 1)
+            retained = await late.next_message()
+            assert (retained.payload, retained.retain) == (b"52.5,13.4", True)
+        finally:
+            await late.stop()
+    finally:
+        await asyncio.gather(old.stop(), new.stop(), listener.stop())
+
+
+async def test_5_properties_are_passed_on_with_the_sender(clients: Clients) -> None:
+    """5.0 §3.3.2.3: payload format, content type, response topic, correlation data and user
+    properties reach the subscriber unaltered; the expiry as what is left of it; ``from`` is
+    the server's (SPEC §10), whatever the client put there."""
+    receiver = await clients("receiver", version=V5)
+    sender = await clients("sender", version=V5)
+    await receiver.subscribe("rpc/request", 1)
+    props = properties(PacketTypes.PUBLISH, PayloadFormatIndicator=1, ContentType="text/plain",
+                       ResponseTopic="rpc/reply", CorrelationData=b"\x01\x02", MessageExpiryInterval=100,
+                       UserProperty=[("trace", "abc"), ("from", "someone-else")])
+    await sender.publish("rpc/request", "ping", 1, properties=props)
+    got = await receiver.next_message()
+    p = got.properties
+    assert (p.PayloadFormatIndicator, p.ContentType, p.ResponseTopic, p.CorrelationData) == (
+        1, "text/plain", "rpc/reply", b"\x01\x02")
+    assert 0 < p.MessageExpiryInterval <= 100
+    assert got.user == (("from", "sender"), ("trace", "abc"))
+
+
+async def test_a_will_delay_ends_with_the_session(server: Server, clients: Clients) -> None:
+    """5.0 [MQTT-3.1.3-9]: published at the earlier of the Will Delay and the session's end;
+    with a Session Expiry of 0 that is the moment the connection drops."""
+    watcher = await clients("watcher", version=V5)
+    await watcher.subscribe("wills/#", 1)
+    doomed = Paho(server.port, "doomed", version=V5)
+    await doomed.connect(will=("wills/doomed", b"gone", 1, False),
+                         will_properties=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=300))
+    await clients("doomed", version=V5)  # takeover: no DISCONNECT from the old connection
+    got = await watcher.next_message()
+    assert (got.topic, got.payload) == ("wills/doomed", b"gone")
+    await doomed.stop()

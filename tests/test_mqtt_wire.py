@@ -232,3 +232,83 @@ async def test_a_client_disconnect_closes_normally(wire: Wire) -> None:
     await connected(wire, LEVEL_5)
     await wire.send(packet(Type.DISCONNECT, 0, b""))
     assert await wire.closed() == 1000
+
+
+# -- persistent sessions (3.1.1 §4.1, 5.0 §4.1) ------------------------------------------
+
+
+def persistent(level: int, client_id: str) -> bytes:
+    """CONNECT keeping the session: 3.1.1 Clean Session 0, 5.0 a Session Expiry Interval."""
+    props = Properties({Prop.SESSION_EXPIRY: 300}) if level == LEVEL_5 else Properties()
+    return encode_connect(Connect("MQTT", level, False, 0, client_id, properties=props))
+
+
+async def open_wire(server: Server) -> websockets.ClientConnection:
+    return await websockets.connect(ws_url(server, "/mqtt"), subprotocols=["mqtt"])  # type: ignore[list-item]
+
+
+@LEVELS
+async def test_a_persistent_session_queues_while_away_and_resends_with_dup(
+        start_server: ServerFactory, level: int) -> None:
+    server = await start_server(protocols=("mqtt",), mqtt_max_queued=2)
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(level, "keeper"))
+        first, body = await wire.packet()
+        assert (first, body[:2]) == (0x20, b"\x00\x00")
+        await wire.send(encode_subscribe(level, Subscribe(1, (SubscriptionRequest("jobs/#", 1),))))
+        await wire.packet()
+        await wire.send(encode_publish(level, Publish("jobs/1", b"first", 1, packet_id=1)))
+        got = {(await wire.packet())[0] for _ in range(2)}
+        assert got == {0x40, 0x32}  # our PUBACK, and the delivery we leave unacknowledged
+    async with await open_wire(server) as ws:
+        sender = Wire(ws)
+        await connected(sender, level, "sender")
+        for n in (2, 3, 4):  # three while away: the queue keeps the last two
+            await sender.send(encode_publish(level, Publish(f"jobs/{n}", b"later", 1, packet_id=n)))
+            assert (await sender.packet())[0] == 0x40
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(level, "keeper"))
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0x20, 1)  # Session Present
+        redelivered = await wire.packet()
+        assert redelivered[0] == 0x3A and b"jobs/1" in redelivered[1]  # PUBLISH, DUP, QoS 1
+        topics = []
+        for _ in range(2):
+            first, body = await wire.packet()
+            assert first == 0x32
+            topics.append(body[2 : 2 + body[1]])
+        assert topics == [b"jobs/3", b"jobs/4"]
+
+
+@LEVELS
+async def test_a_clean_session_forgets_the_old_one(start_server: ServerFactory, level: int) -> None:
+    server = await start_server(protocols=("mqtt",))
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(level, "forgetful"))
+        await wire.packet()
+        await wire.send(encode_subscribe(level, Subscribe(1, (SubscriptionRequest("x", 1),))))
+        await wire.packet()
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(connect(level, "forgetful"))  # clean
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0x20, 0)  # no session present
+        await wire.send(encode_publish(level, Publish("x", b"nobody hears", 1, packet_id=1)))
+        await wire.send(b"\xc0\x00")
+        assert [await wire.packet() for _ in range(2)] == [(0x40, b"\x00\x01"), (0xD0, b"")]
+
+
+async def test_nothing_bigger_than_the_clients_maximum_packet_size_is_sent(wire: Wire) -> None:
+    """5.0 [MQTT-3.1.2-25]: such a message is discarded as if it had been sent."""
+    props = Properties({Prop.MAXIMUM_PACKET_SIZE: 64})
+    await wire.send(encode_connect(Connect("MQTT", LEVEL_5, True, 0, "small", properties=props)))
+    await wire.packet()
+    await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (SubscriptionRequest("m", 1),))))
+    await wire.packet()
+    await wire.send(encode_publish(LEVEL_5, Publish("m", bytes(100))),
+                    encode_publish(LEVEL_5, Publish("m", b"fits", 1, packet_id=1)))
+    got = dict([await wire.packet(), await wire.packet()])  # the delivery, and the PUBACK
+    assert got[0x40] == b"\x00\x01" and got[0x32].endswith(b"fits")
