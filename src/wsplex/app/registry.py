@@ -25,6 +25,8 @@ _BUILTINS = {
     "v12.stomp": "wsplex.protocols.stomp:Stomp12",
     "v11.stomp": "wsplex.protocols.stomp:Stomp11",
     "v10.stomp": "wsplex.protocols.stomp:Stomp10",
+    "wamp.2.json": "wsplex.protocols.wamp:WampJSON",
+    "wamp.2.msgpack": "wsplex.protocols.wamp:WampMsgpack",
 }
 
 

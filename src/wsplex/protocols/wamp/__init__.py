@@ -1,0 +1,85 @@
+"""``wamp.2.json`` and ``wamp.2.msgpack``: a WAMP router (SPEC §13, wamp-proto.org).
+
+Two subprotocol names, one router: each class only picks the serialisation
+(:mod:`.wire`); the router (:mod:`.router`) is one object per hub, so a JSON
+caller reaches a MessagePack callee. Realm ``realm1`` is the topic space of
+SPEC §10 (topic URI ``chat.lobby`` is topic ``chat/lobby``); other realms are
+WAMP's only, on this node. What WELCOME announces is exactly what is
+implemented (:data:`.router.ROLES`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import ClassVar
+
+from wsplex.app import Context, HookResult, Hub, Outgoing, Protocol, Publication, Session
+from wsplex.protocols.wamp.router import Peer, Router
+from wsplex.protocols.wamp.wire import JSON, MSGPACK, Serializer
+
+_routers: weakref.WeakKeyDictionary[Hub, Router] = weakref.WeakKeyDictionary()
+
+
+def router_for(hub: Hub) -> Router:
+    """The one router of a hub, shared by both serialisations (a server has one hub)."""
+    router = _routers.get(hub)
+    if router is None:
+        router = _routers[hub] = Router(hub)
+    return router
+
+
+HELP = (
+    "WAMP v2 (Basic Profile and the Advanced features WELCOME announces), for Autobahn clients.\n"
+    "Join any realm; realm1 is the topic space: topic URI chat.lobby is the chat room lobby,\n"
+    "a.b.c is topic a/b/c. Events from other protocols carry the payload as first argument\n"
+    "and the sender as publisher_authid (chat:alice); your publications reach them as\n"
+    "wamp:SESSION. Other realms are WAMP-only."
+)
+
+
+class WampProtocol(Protocol):
+    """The router behind both subprotocol names; subclasses choose the serialisation."""
+
+    serializer: ClassVar[Serializer]
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.router = router_for(context.hub)
+
+    def on_connect(self, session: Session) -> None:
+        session.state = Peer(session, self.serializer)
+
+    def on_message(self, session: Session, message: str | bytes) -> HookResult:
+        peer = session.state
+        if isinstance(peer, Peer) and not session.closed:
+            return self.router.receive(peer, message)
+        return None
+
+    def on_disconnect(self, session: Session, code: int) -> None:
+        peer = session.state
+        if isinstance(peer, Peer):
+            self.router.leave(peer)
+
+    def render(self, publication: Publication) -> Outgoing | None:
+        return None  # every event is built per subscription: see deliver()
+
+    def deliver(
+        self, publication: Publication, sessions: Mapping[str, Session], exclude: str | None
+    ) -> None:
+        """Realm1's subscribers of this serialisation get an EVENT per matching subscription."""
+        self.router.deliver_bridged(publication, self.serializer, exclude)
+
+
+class WampJSON(WampProtocol):
+    name = "wamp.2.json"
+    description = "WAMP v2 router, JSON serialisation (Autobahn): RPC and pub/sub in realms."
+    help = HELP
+    serializer = JSON
+
+
+class WampMsgpack(WampProtocol):
+    name = "wamp.2.msgpack"
+    description = "WAMP v2 router, MessagePack serialisation (Autobahn): RPC and pub/sub in realms."
+    help = HELP
+    serializer = MSGPACK

@@ -1,0 +1,794 @@
+"""The WAMP router: sessions in realms, a broker and a dealer per realm (SPEC §13).
+
+References are to the WAMP specification (wamp-proto.org): the Basic Profile
+(§"Session Lifecycle", §"Publish and Subscribe", §"Remote Procedure Calls")
+and the Advanced Profile features WELCOME announces (:data:`ROLES`).
+
+One router per hub, shared by ``wamp.2.json`` and ``wamp.2.msgpack``: a JSON
+caller reaches a MessagePack callee, each peer gets messages in its own
+serialisation. Realms are created by the first session that joins them and
+dropped with the last one.
+
+Pub/sub in realm ``realm1`` is the topic space (SPEC §10): topic URI ``a.b.c``
+is topic ``a/b/c``; a subscription subscribes its session to the hub filter that
+covers it (``a/b/c``, ``a/+/c`` for the wildcard ``a..c``, ``a/#`` for the
+prefix ``a.b``) and the broker matches each publication exactly; a PUBLISH is
+a hub publication whose payload is what other protocols see
+(:func:`payload_of`) and whose ``native`` form carries the WAMP arguments and
+options, so a WAMP subscriber on any node gets the event exactly as published.
+Other realms are WAMP-only and stay in this router: their pub/sub and all RPC
+is between sessions of this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+import orjson
+
+from wsplex.app import CloseCode, HookResult, Hub, Outgoing, Publication, Sender, Session, is_server_topic
+from wsplex.protocols.wamp import wire
+from wsplex.protocols.wamp.wire import MAX_ID, Message, ProtocolViolation, Serializer, is_valid_uri
+
+#: The realm bridged to the topic space (SPEC §10, §13).
+BRIDGED_REALM: Final = "realm1"
+#: The protocol name of WAMP senders on the topic space: others see ``wamp:SESSION``.
+SENDER_PROTOCOL: Final = "wamp"
+
+EXACT, PREFIX, WILDCARD = "exact", "prefix", "wildcard"
+MATCHES: Final = (EXACT, PREFIX, WILDCARD)
+INVOKE_POLICIES: Final = ("single", "roundrobin", "random", "first", "last")
+CANCEL_MODES: Final = ("skip", "kill", "killnowait")
+
+#: What WELCOME announces (§"WELCOME", Advanced Profile feature announcement):
+#: exactly what this router implements.
+ROLES: Final = {
+    "broker": {"features": {
+        "publisher_identification": True,
+        "publisher_exclusion": True,
+        "subscriber_blackwhite_listing": True,
+        "pattern_based_subscription": True,
+    }},
+    "dealer": {"features": {
+        "caller_identification": True,
+        "pattern_based_registration": True,
+        "shared_registration": True,
+        "progressive_call_results": True,
+        "call_timeout": True,
+        "call_canceling": True,
+    }},
+}
+CLIENT_ROLES: Final = ("publisher", "subscriber", "caller", "callee")
+
+# Error URIs (§"Predefined URIs").
+PROTOCOL_VIOLATION: Final = "wamp.error.protocol_violation"
+INVALID_URI: Final = "wamp.error.invalid_uri"
+INVALID_ARGUMENT: Final = "wamp.error.invalid_argument"
+NOT_AUTHORIZED: Final = "wamp.error.not_authorized"
+NO_SUCH_SUBSCRIPTION: Final = "wamp.error.no_such_subscription"
+NO_SUCH_REGISTRATION: Final = "wamp.error.no_such_registration"
+NO_SUCH_PROCEDURE: Final = "wamp.error.no_such_procedure"
+PROCEDURE_ALREADY_EXISTS: Final = "wamp.error.procedure_already_exists"
+CANCELED: Final = "wamp.error.canceled"
+TIMEOUT: Final = "wamp.error.timeout"
+GOODBYE_AND_OUT: Final = "wamp.close.goodbye_and_out"
+SYSTEM_SHUTDOWN: Final = "wamp.close.system_shutdown"
+
+
+def global_id() -> int:
+    """§"IDs": global scope IDs are drawn at random from [1, 2^53]."""
+    return random.randint(1, MAX_ID)
+
+
+class RequestFailed(Exception):
+    """A request the router refuses with ERROR ``uri`` (the session goes on)."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+
+
+# -- the topic space mapping (SPEC §10) ---------------------------------------------
+
+
+def uri_topic(uri: str) -> str:
+    """Topic URI ``a.b.c`` of realm1 is topic ``a/b/c``; components holding a topic
+    separator or wildcard (``/``, ``+``) have no topic and are refused."""
+    if any(c in uri for c in "/+"):
+        raise RequestFailed(INVALID_URI, f"URI {uri!r}: '/' and '+' cannot be in a realm1 topic URI")
+    return uri.replace(".", "/")
+
+
+def topic_uri(topic: str) -> str | None:
+    """The topic URI of a topic, or None when a level cannot be a URI component."""
+    if "." in topic:
+        return None
+    uri = topic.replace("/", ".")
+    return uri if is_valid_uri(uri) else None
+
+
+def hub_filter(uri: str, match: str) -> str:
+    """The hub filter that covers every topic a subscription matches; the broker
+    then matches each publication exactly."""
+    if match == EXACT:
+        return uri_topic(uri)
+    if match == WILDCARD:
+        return "/".join(part or "+" for part in uri_topic(uri).split("/"))
+    # A prefix may end inside a component ("com.my" matches "com.myapp"): its parent and all below.
+    parent = uri_topic(uri).split("/")[:-1]
+    return "/".join([*parent, "#"])
+
+
+def payload_of(args: list[Any] | None, kwargs: dict[str, Any] | None) -> str | bytes:
+    """What other protocols see of a WAMP publication: its one argument when there is
+    exactly one and no keyword arguments (text or bytes as it is, any other value as
+    its JSON), else the JSON object ``{"args": [...], "kwargs": {...}}`` (binary
+    values in it as WAMP's JSON writes them, ``"\\0"`` + base64)."""
+    if args is not None and len(args) == 1 and not kwargs:
+        value = args[0]
+        if isinstance(value, str | bytes):
+            return value
+        return orjson.dumps(value, default=wire._to_json_binary).decode()
+    if not args and not kwargs:
+        return ""
+    return orjson.dumps({"args": args or [], "kwargs": kwargs or {}}, default=wire._to_json_binary).decode()
+
+
+def uri_matches(pattern: str, match: str, uri: str) -> bool:
+    """Advanced Profile, pattern-based subscription and registration."""
+    if match == EXACT:
+        return pattern == uri
+    if match == PREFIX:
+        return uri.startswith(pattern)
+    wanted, parts = pattern.split("."), uri.split(".")
+    return len(wanted) == len(parts) and all(not w or w == p for w, p in zip(wanted, parts, strict=True))
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Peer:
+    """One connection's WAMP state; a WAMP session exists between HELLO and GOODBYE."""
+
+    session: Session
+    serializer: Serializer
+    id: int = 0  # the WAMP session ID, 0 while no session is established
+    realm: Realm | None = None
+    authid: str = ""
+    authrole: str = "anonymous"
+    roles: dict[str, Any] = field(default_factory=dict)
+    subscriptions: set[int] = field(default_factory=set)
+    registrations: set[int] = field(default_factory=set)
+    hub_filters: Counter[str] = field(default_factory=Counter)
+    invocation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def send(self, message: list[Any]) -> None:
+        self.session.send(self.outgoing(message))
+
+    def outgoing(self, message: list[Any]) -> Outgoing:
+        data = self.serializer.encode(message)
+        return Outgoing(data, is_text=self.serializer.is_text)
+
+    def supports(self, role: str, feature: str) -> bool:
+        details = self.roles.get(role)
+        features = details.get("features") if isinstance(details, dict) else None
+        return isinstance(features, dict) and features.get(feature) is True
+
+    def error(self, request_type: int, request: int, uri: str, message: str | None = None) -> None:
+        details: dict[str, Any] = {}
+        self.send([wire.ERROR, request_type, request, details, uri, *([[message]] if message else [])])
+
+
+# -- the broker (§"Publish and Subscribe") -------------------------------------------------
+
+
+@dataclass(eq=False)
+class Subscription:
+    """Router scope: one ID per (topic, match) in a realm, shared by its subscribers
+    (§"SUBSCRIBED": a second subscriber gets the same ID)."""
+
+    id: int
+    uri: str
+    match: str
+    subscribers: dict[int, Peer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A publication as the broker delivers it."""
+
+    uri: str
+    publication: int
+    args: list[Any] | None
+    kwargs: dict[str, Any] | None
+    publisher: dict[str, Any]  # the details disclosing the publisher (may be empty)
+    rules: dict[str, Any]  # exclude, eligible and their authid/authrole forms
+
+    def admits(self, peer: Peer) -> bool:
+        """Advanced Profile, "Subscriber Black- and Whitelisting"."""
+        rules = self.rules
+        if not rules:
+            return True
+        if peer.id in rules.get("exclude", ()) or peer.authid in rules.get("exclude_authid", ()):
+            return False
+        if peer.authrole in rules.get("exclude_authrole", ()):
+            return False
+        for key, value in (("eligible", peer.id), ("eligible_authid", peer.authid),
+                           ("eligible_authrole", peer.authrole)):
+            if key in rules and value not in rules[key]:
+                return False
+        return True
+
+
+class Broker:
+    def __init__(self, ids: Callable[[], int]) -> None:
+        self._ids = ids
+        self._by_key: dict[tuple[str, str], Subscription] = {}
+        self._by_id: dict[int, Subscription] = {}
+        self._patterns: list[Subscription] = []
+
+    def subscribe(self, peer: Peer, uri: str, match: str) -> tuple[Subscription, bool]:
+        """The subscription, and True when ``peer`` was not in it yet."""
+        key = (match, uri)
+        sub = self._by_key.get(key)
+        if sub is None:
+            sub = Subscription(self._ids(), uri, match)
+            self._by_key[key] = self._by_id[sub.id] = sub
+            if match != EXACT:
+                self._patterns.append(sub)
+        added = peer.id not in sub.subscribers
+        sub.subscribers[peer.id] = peer
+        peer.subscriptions.add(sub.id)
+        return sub, added
+
+    def unsubscribe(self, peer: Peer, subscription: int) -> Subscription | None:
+        sub = self._by_id.get(subscription)
+        if sub is None or sub.subscribers.pop(peer.id, None) is None:
+            return None
+        peer.subscriptions.discard(subscription)
+        if not sub.subscribers:
+            del self._by_id[sub.id], self._by_key[(sub.match, sub.uri)]
+            if sub.match != EXACT:
+                self._patterns.remove(sub)
+        return sub
+
+    def matching(self, uri: str) -> list[Subscription]:
+        found = [s for s in self._patterns if uri_matches(s.uri, s.match, uri)]
+        exact = self._by_key.get((EXACT, uri))
+        return [exact, *found] if exact is not None else found
+
+
+# -- the dealer (§"Remote Procedure Calls") ------------------------------------------------
+
+
+@dataclass(eq=False)
+class Registration:
+    """Router scope; with a shared registration (Advanced Profile) several callees."""
+
+    id: int
+    uri: str
+    match: str
+    invoke: str
+    callees: list[Peer] = field(default_factory=list)
+    turn: int = 0  # roundrobin
+
+    def callee(self) -> Peer:
+        """Advanced Profile, "Shared Registration": the invocation policy picks one."""
+        if self.invoke == "roundrobin":
+            self.turn %= len(self.callees)
+            chosen = self.callees[self.turn]
+            self.turn += 1
+            return chosen
+        if self.invoke == "random":
+            return random.choice(self.callees)
+        if self.invoke == "last":
+            return self.callees[-1]
+        return self.callees[0]  # single, first
+
+
+@dataclass(eq=False)
+class PendingCall:
+    caller: Peer
+    request: int  # CALL.Request, in the caller's session scope
+    callee: Peer
+    invocation: int  # INVOCATION.Request, in the callee's session scope
+    progress: bool  # the caller asked for progressive results
+    timer: asyncio.TimerHandle | None = None
+    killing: bool = False  # CANCEL mode kill: wait for the callee's ERROR
+
+
+class Dealer:
+    def __init__(self, ids: Callable[[], int]) -> None:
+        self._ids = ids
+        self._by_key: dict[tuple[str, str], Registration] = {}
+        self._by_id: dict[int, Registration] = {}
+        self.calls: dict[tuple[int, int], PendingCall] = {}  # (caller id, CALL.Request)
+        self.invocations: dict[tuple[int, int], PendingCall] = {}  # (callee id, INVOCATION.Request)
+
+    def register(self, peer: Peer, uri: str, match: str, invoke: str) -> Registration:
+        reg = self._by_key.get((match, uri))
+        if reg is not None and (invoke == "single" or reg.invoke != invoke or peer in reg.callees):
+            raise RequestFailed(PROCEDURE_ALREADY_EXISTS, f"{uri} is already registered ({reg.invoke})")
+        if reg is None:
+            reg = Registration(self._ids(), uri, match, invoke)
+            self._by_key[(match, uri)] = self._by_id[reg.id] = reg
+        reg.callees.append(peer)
+        peer.registrations.add(reg.id)
+        return reg
+
+    def unregister(self, peer: Peer, registration: int) -> bool:
+        reg = self._by_id.get(registration)
+        if reg is None or peer not in reg.callees:
+            return False
+        reg.callees.remove(peer)
+        peer.registrations.discard(registration)
+        if not reg.callees:
+            del self._by_id[reg.id], self._by_key[(reg.match, reg.uri)]
+        return True
+
+    def lookup(self, uri: str) -> Registration | None:
+        """Exact first, then the longest matching prefix, then the wildcard whose first
+        wildcard component comes last (Advanced Profile, "Pattern-based Registration")."""
+        exact = self._by_key.get((EXACT, uri))
+        if exact is not None:
+            return exact
+        prefixes = [r for r in self._by_id.values() if r.match == PREFIX and uri.startswith(r.uri)]
+        if prefixes:
+            return max(prefixes, key=lambda r: len(r.uri))
+        wild = [r for r in self._by_id.values() if r.match == WILDCARD and uri_matches(r.uri, WILDCARD, uri)]
+        if not wild:
+            return None
+        return max(wild, key=lambda r: [bool(part) for part in r.uri.split(".")])
+
+
+@dataclass(eq=False)
+class Realm:
+    name: str
+    bridged: bool
+    peers: dict[int, Peer] = field(default_factory=dict)
+    broker: Broker = field(init=False)
+    dealer: Dealer = field(init=False)
+
+    def __post_init__(self) -> None:
+        ids = itertools.count(1).__next__  # router scope (§"IDs")
+        self.broker = Broker(ids)
+        self.dealer = Dealer(ids)
+
+
+# -- the router ----------------------------------------------------------------------------------
+
+
+class Router:
+    """Every realm of one hub; fed validated messages by the protocol classes."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.realms: dict[str, Realm] = {}
+        self._sessions: set[int] = set()
+        self._handlers: dict[type[Any], Callable[[Peer, Any], HookResult]] = {
+            wire.Hello: self._hello, wire.Abort: self._abort, wire.Goodbye: self._goodbye,
+            wire.Subscribe: self._subscribe, wire.Unsubscribe: self._unsubscribe,
+            wire.Publish: self._publish, wire.Register: self._register,
+            wire.Unregister: self._unregister, wire.Call: self._call, wire.Cancel: self._cancel,
+            wire.Yield: self._yield, wire.Error: self._invocation_error,
+        }
+        #: The last publication delivered to realm1 and its event: the hub calls each
+        #: protocol class in turn, and both serialisations must see the same event.
+        self._last_bridged: tuple[Publication | None, Event | None] = (None, None)
+
+    # -- receiving ------------------------------------------------------------------
+
+    def receive(self, peer: Peer, frame: str | bytes) -> HookResult:
+        """One WebSocket message: a protocol violation aborts this session only. What
+        it returns is the rest of the work, for the session to await (see :class:`Then`)."""
+        try:
+            message: Message = peer.serializer.decode(frame)
+            if peer.id == 0 and not isinstance(message, wire.Hello | wire.Abort):
+                raise ProtocolViolation(f"{type(message).__name__.upper()} before HELLO")
+            if peer.id != 0 and isinstance(message, wire.Hello):
+                raise ProtocolViolation("HELLO in an established session")
+            return self._handlers[type(message)](peer, message)
+        except ProtocolViolation as exc:
+            self.violation(peer, str(exc))
+            return None
+
+    def violation(self, peer: Peer, reason: str) -> None:
+        """§"Protocol Violations": ABORT ``wamp.error.protocol_violation``, then close."""
+        peer.send([wire.ABORT, {"message": reason}, PROTOCOL_VIOLATION])
+        self.leave(peer)
+        peer.session.close(CloseCode.PROTOCOL_ERROR, "WAMP protocol violation")
+
+    # -- session lifecycle (§"Session Lifecycle") -------------------------------------
+
+    def _hello(self, peer: Peer, hello: wire.Hello) -> None:
+        roles = hello.details.get("roles")
+        if not isinstance(roles, dict) or not roles or any(
+            role not in CLIENT_ROLES or not isinstance(value, dict) for role, value in roles.items()
+        ):
+            raise ProtocolViolation("HELLO.Details.roles must announce client roles")
+        if not is_valid_uri(hello.realm):
+            peer.send([wire.ABORT, {"message": f"realm {hello.realm!r} is not a URI"}, INVALID_URI])
+            return
+        realm = self.realms.get(hello.realm)
+        if realm is None:
+            realm = self.realms[hello.realm] = Realm(hello.realm, hello.realm == BRIDGED_REALM)
+        session_id = global_id()
+        while session_id in self._sessions:
+            session_id = global_id()
+        self._sessions.add(session_id)
+        peer.id, peer.realm, peer.roles = session_id, realm, roles
+        peer.authid = str(session_id)
+        realm.peers[session_id] = peer
+        peer.session.name = peer.authid
+        self.hub.touch(peer.session)
+        peer.send([wire.WELCOME, session_id, {
+            "realm": realm.name, "authid": peer.authid, "authrole": peer.authrole,
+            "authmethod": "anonymous", "authprovider": "static", "roles": ROLES,
+        }])
+
+    def _abort(self, peer: Peer, abort: wire.Abort) -> None:
+        self.leave(peer)
+
+    def _goodbye(self, peer: Peer, goodbye: wire.Goodbye) -> None:
+        """The client leaves: GOODBYE ``wamp.close.goodbye_and_out``; the connection may
+        carry a new session (a new HELLO) afterwards."""
+        if goodbye.reason == GOODBYE_AND_OUT:
+            return  # the answer to a GOODBYE of ours
+        peer.send([wire.GOODBYE, {}, GOODBYE_AND_OUT])
+        self.leave(peer)
+
+    def leave(self, peer: Peer) -> None:
+        """End ``peer``'s session (GOODBYE, ABORT, violation or disconnect)."""
+        realm = peer.realm
+        if realm is None:
+            return
+        for subscription in list(peer.subscriptions):
+            self._drop_subscription(peer, subscription)
+        for registration in list(peer.registrations):
+            realm.dealer.unregister(peer, registration)
+        self._fail_calls(peer, realm.dealer)
+        realm.peers.pop(peer.id, None)
+        self._sessions.discard(peer.id)
+        if not realm.peers:
+            del self.realms[realm.name]
+        peer.id, peer.realm = 0, None
+        peer.roles = {}
+
+    def _fail_calls(self, peer: Peer, dealer: Dealer) -> None:
+        """A callee that leaves fails its callers' calls with ``wamp.error.canceled``;
+        a caller that leaves interrupts its calls at the callee (Call Canceling)."""
+        for pending in [p for p in dealer.invocations.values() if p.callee is peer]:
+            self._finish(dealer, pending)
+            pending.caller.error(wire.CALL, pending.request, CANCELED, "the callee left")
+        for pending in [p for p in dealer.calls.values() if p.caller is peer]:
+            self._finish(dealer, pending)
+            self._interrupt(pending, "killnowait")
+
+    # -- publish and subscribe ------------------------------------------------------------
+
+    def _subscribe(self, peer: Peer, message: wire.Subscribe) -> HookResult:
+        realm = _realm(peer)
+        try:
+            match = _option(message.options, "match", MATCHES, EXACT)
+            if not _valid_pattern(message.topic, match):
+                raise RequestFailed(INVALID_URI, f"{message.topic!r} is not a valid topic URI")
+            topic_filter = hub_filter(message.topic, match) if realm.bridged else None
+        except RequestFailed as exc:
+            peer.error(wire.SUBSCRIBE, message.request, exc.uri, str(exc))
+            return None
+        sub, added = realm.broker.subscribe(peer, message.topic, match)
+        subscribed = [wire.SUBSCRIBED, message.request, sub.id]
+        if added and topic_filter is not None:
+            peer.hub_filters[topic_filter] += 1
+            if peer.hub_filters[topic_filter] == 1:
+                self.hub.subscribe(topic_filter, peer.session)
+                # SUBSCRIBED once the hub is subscribed: on Redis the session's next
+                # event waits for that, so the answer comes after it too.
+                return Then(lambda: peer.send(subscribed))
+        peer.send(subscribed)
+        return None
+
+    def _unsubscribe(self, peer: Peer, message: wire.Unsubscribe) -> None:
+        if not self._drop_subscription(peer, message.subscription):
+            peer.error(wire.UNSUBSCRIBE, message.request, NO_SUCH_SUBSCRIPTION)
+            return
+        peer.send([wire.UNSUBSCRIBED, message.request])
+
+    def _drop_subscription(self, peer: Peer, subscription: int) -> bool:
+        realm = _realm(peer)
+        sub = realm.broker.unsubscribe(peer, subscription)
+        if sub is None:
+            return False
+        if realm.bridged:
+            topic_filter = hub_filter(sub.uri, sub.match)
+            peer.hub_filters[topic_filter] -= 1
+            if peer.hub_filters[topic_filter] <= 0:
+                del peer.hub_filters[topic_filter]
+                self.hub.unsubscribe(topic_filter, peer.session)
+        return True
+
+    def _publish(self, peer: Peer, message: wire.Publish) -> None:
+        realm = _realm(peer)
+        options = message.options
+        acknowledge = options.get("acknowledge") is True
+        try:
+            if not is_valid_uri(message.topic) or message.topic.startswith("wamp."):
+                raise RequestFailed(INVALID_URI, f"{message.topic!r} is not a topic URI one may publish on")
+            event = Event(message.topic, global_id(), message.args, message.kwargs,
+                          _disclosed(peer, options, "publisher"), _rules(options))
+            if realm.bridged:
+                self._publish_bridged(peer, event, exclude_me=options.get("exclude_me", True) is not False)
+            else:
+                skip = peer if options.get("exclude_me", True) is not False else None
+                self._dispatch(realm, event, lambda p: p is not skip)
+        except RequestFailed as exc:
+            if acknowledge:
+                peer.error(wire.PUBLISH, message.request, exc.uri, str(exc))
+            return
+        if acknowledge:
+            peer.send([wire.PUBLISHED, message.request, event.publication])
+
+    def _publish_bridged(self, peer: Peer, event: Event, *, exclude_me: bool) -> None:
+        topic = uri_topic(event.uri)
+        if is_server_topic(topic):
+            raise RequestFailed(NOT_AUTHORIZED, f"{topic} belongs to the server")
+        native = msgpack.packb({
+            "uri": event.uri, "id": event.publication, "args": event.args, "kwargs": event.kwargs,
+            "publisher": event.publisher, "rules": event.rules,
+        }, use_bin_type=True)
+        publication = Publication(topic, payload_of(event.args, event.kwargs),
+                                  Sender(SENDER_PROTOCOL, peer.authid), native=Outgoing.binary(native))
+        self.hub.publish(publication, exclude=peer.session.id if exclude_me else None)
+
+    def deliver_bridged(self, publication: Publication, serializer: Serializer, exclude: str | None) -> None:
+        """A topic space publication for this node's realm1 subscribers that speak
+        ``serializer`` (the hub calls each protocol class once)."""
+        realm = self.realms.get(BRIDGED_REALM)
+        uri = topic_uri(publication.topic)
+        if realm is None or uri is None:
+            return
+        event = self._event_of(publication, uri)
+        if event is None:
+            return
+        self._dispatch(realm, event, lambda p: p.serializer is serializer and p.session.id != exclude)
+
+    def _event_of(self, publication: Publication, uri: str) -> Event | None:
+        """The WAMP event of a publication, made once for both serialisations."""
+        last, event = self._last_bridged
+        if last is not publication:
+            event = _event(publication, uri)
+            self._last_bridged = (publication, event)
+        return event
+
+    def _dispatch(self, realm: Realm, event: Event, wanted: Callable[[Peer], bool]) -> None:
+        """EVENT to every subscriber of every matching subscription (§"EVENT"), encoded
+        once per subscription and serialisation."""
+        for sub in realm.broker.matching(event.uri):
+            details = dict(event.publisher)
+            if sub.match != EXACT:
+                details["topic"] = event.uri
+            message = [wire.EVENT, sub.id, event.publication, details, *_payload(event.args, event.kwargs)]
+            encoded: dict[int, Outgoing] = {}
+            for peer in list(sub.subscribers.values()):
+                if wanted(peer) and event.admits(peer):
+                    outgoing = encoded.get(id(peer.serializer))
+                    if outgoing is None:
+                        outgoing = encoded[id(peer.serializer)] = peer.outgoing(message)
+                    peer.session.send(outgoing)
+
+    # -- remote procedure calls ----------------------------------------------------------------
+
+    def _register(self, peer: Peer, message: wire.Register) -> None:
+        realm = _realm(peer)
+        try:
+            match = _option(message.options, "match", MATCHES, EXACT)
+            invoke = _option(message.options, "invoke", INVOKE_POLICIES, "single")
+            uri = message.procedure
+            if not _valid_pattern(uri, match) or uri.startswith("wamp."):
+                raise RequestFailed(INVALID_URI, f"{uri!r} is not a procedure URI one may register")
+            reg = realm.dealer.register(peer, uri, match, invoke)
+        except RequestFailed as exc:
+            peer.error(wire.REGISTER, message.request, exc.uri, str(exc))
+            return
+        peer.send([wire.REGISTERED, message.request, reg.id])
+
+    def _unregister(self, peer: Peer, message: wire.Unregister) -> None:
+        if not _realm(peer).dealer.unregister(peer, message.registration):
+            peer.error(wire.UNREGISTER, message.request, NO_SUCH_REGISTRATION)
+            return
+        peer.send([wire.UNREGISTERED, message.request])
+
+    def _call(self, peer: Peer, message: wire.Call) -> None:
+        dealer = _realm(peer).dealer
+        options = message.options
+        try:
+            if not is_valid_uri(message.procedure):
+                raise RequestFailed(INVALID_URI, f"{message.procedure!r} is not a procedure URI")
+            timeout = options.get("timeout", 0)  # milliseconds (Advanced Profile, "Call Timeout")
+            if type(timeout) not in (int, float) or not 0 <= timeout < 2**31:
+                raise RequestFailed(INVALID_ARGUMENT, "CALL.Options.timeout must be milliseconds")
+            if (peer.id, message.request) in dealer.calls:
+                raise ProtocolViolation(f"CALL request {message.request} is already in progress")
+            reg = dealer.lookup(message.procedure)
+            if reg is None:
+                raise RequestFailed(NO_SUCH_PROCEDURE, f"no callee registered {message.procedure}")
+        except RequestFailed as exc:
+            peer.error(wire.CALL, message.request, exc.uri, str(exc))
+            return
+        callee = reg.callee()
+        progress = options.get("receive_progress") is True
+        invocation = next(callee.invocation_ids)
+        pending = PendingCall(peer, message.request, callee, invocation, progress)
+        dealer.calls[(peer.id, message.request)] = pending
+        dealer.invocations[(callee.id, invocation)] = pending
+        if timeout:
+            loop = asyncio.get_running_loop()
+            pending.timer = loop.call_later(timeout / 1000, self._timed_out, dealer, pending)
+        details = _disclosed(peer, options, "caller")
+        if reg.match != EXACT:
+            details["procedure"] = message.procedure
+        if progress and callee.supports("callee", "progressive_call_results"):
+            details["receive_progress"] = True
+        callee.send([wire.INVOCATION, invocation, reg.id, details, *_payload(message.args, message.kwargs)])
+
+    def _yield(self, peer: Peer, message: wire.Yield) -> None:
+        dealer = _realm(peer).dealer
+        pending = dealer.invocations.get((peer.id, message.request))
+        if pending is None:
+            return  # canceled or timed out meanwhile: the answer has no caller any more
+        details: dict[str, Any] = {}
+        if message.options.get("progress") is True:
+            if not pending.progress:
+                return
+            details["progress"] = True
+        else:
+            self._finish(dealer, pending)
+        pending.caller.send([wire.RESULT, pending.request, details, *_payload(message.args, message.kwargs)])
+
+    def _invocation_error(self, peer: Peer, message: wire.Error) -> None:
+        dealer = _realm(peer).dealer
+        pending = dealer.invocations.get((peer.id, message.request))
+        if pending is None:
+            return
+        self._finish(dealer, pending)
+        pending.caller.send([wire.ERROR, wire.CALL, pending.request, message.details, message.error,
+                             *_payload(message.args, message.kwargs)])
+
+    def _cancel(self, peer: Peer, message: wire.Cancel) -> None:
+        """Advanced Profile, "Call Canceling": modes skip, kill, killnowait (the default)."""
+        dealer = _realm(peer).dealer
+        pending = dealer.calls.get((peer.id, message.request))
+        if pending is None:
+            return  # already answered: nothing to cancel
+        mode = message.options.get("mode", "killnowait")
+        if mode not in CANCEL_MODES:
+            peer.error(wire.CANCEL, message.request, INVALID_ARGUMENT, f"unknown cancel mode {mode!r}")
+            return
+        if mode == "kill" and pending.callee.supports("callee", "call_canceling"):
+            if not pending.killing:
+                pending.killing = True
+                self._interrupt(pending, "kill")
+            return  # the callee's ERROR ends the call
+        self._finish(dealer, pending)
+        if mode != "skip":
+            self._interrupt(pending, "killnowait")
+        peer.error(wire.CALL, pending.request, CANCELED, "canceled by the caller")
+
+    def _timed_out(self, dealer: Dealer, pending: PendingCall) -> None:
+        """Advanced Profile, "Call Timeout": the dealer cancels the call."""
+        pending.timer = None
+        if dealer.calls.get((pending.caller.id, pending.request)) is not pending:
+            return
+        self._finish(dealer, pending)
+        self._interrupt(pending, "killnowait", TIMEOUT)
+        pending.caller.error(wire.CALL, pending.request, TIMEOUT, "the call timed out")
+
+    @staticmethod
+    def _interrupt(pending: PendingCall, mode: str, reason: str = CANCELED) -> None:
+        callee = pending.callee
+        if callee.id and callee.supports("callee", "call_canceling"):
+            callee.send([wire.INTERRUPT, pending.invocation, {"mode": mode, "reason": reason}])
+
+    @staticmethod
+    def _finish(dealer: Dealer, pending: PendingCall) -> None:
+        dealer.calls.pop((pending.caller.id, pending.request), None)
+        dealer.invocations.pop((pending.callee.id, pending.invocation), None)
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+class Then:
+    """An awaitable that does ``action`` when awaited. Returned from a hook, it runs
+    after whatever the hook made the session wait for (a Redis hub holds a session's
+    next event until its new subscription is in place), and at once otherwise."""
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action = action
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._action()
+        return
+        yield  # a generator: __await__ must return an iterator
+
+
+def _realm(peer: Peer) -> Realm:
+    assert peer.realm is not None  # receive() lets only HELLO and ABORT through without a session
+    return peer.realm
+
+
+def _valid_pattern(uri: str, match: str) -> bool:
+    """A topic or procedure to subscribe or register: wildcard patterns may have empty
+    components, a prefix may end with a dot (Advanced Profile, pattern-based)."""
+    if match == PREFIX:
+        return is_valid_uri(uri.removesuffix("."))
+    return is_valid_uri(uri, pattern=match == WILDCARD)
+
+
+def _option(options: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = options.get(key, default)
+    if value not in allowed:
+        raise RequestFailed(INVALID_ARGUMENT, f"option {key} must be one of {', '.join(allowed)}")
+    assert isinstance(value, str)
+    return value
+
+
+def _payload(args: list[Any] | None, kwargs: dict[str, Any] | None) -> list[Any]:
+    """The optional trailing ``Arguments|list, ArgumentsKw|dict`` of a message."""
+    if kwargs:
+        return [args or [], kwargs]
+    return [args] if args else []
+
+
+def _disclosed(peer: Peer, options: dict[str, Any], who: str) -> dict[str, Any]:
+    """Advanced Profile, publisher and caller identification: only with ``disclose_me``."""
+    if options.get("disclose_me") is not True:
+        return {}
+    return {who: peer.id, f"{who}_authid": peer.authid, f"{who}_authrole": peer.authrole}
+
+
+_RULE_KEYS: Final = ("exclude", "eligible", "exclude_authid", "eligible_authid", "exclude_authrole",
+                     "eligible_authrole")
+
+
+def _rules(options: dict[str, Any]) -> dict[str, Any]:
+    rules: dict[str, Any] = {}
+    for key in _RULE_KEYS:
+        if key in options:
+            value = options[key]
+            if not isinstance(value, list):
+                raise RequestFailed(INVALID_ARGUMENT, f"PUBLISH.Options.{key} must be a list")
+            rules[key] = value
+    return rules
+
+
+def _event(publication: Publication, uri: str) -> Event | None:
+    """A topic space publication as a WAMP event. A WAMP publisher's own form (its
+    ``native``, see ``Router._publish_bridged``) gives it back exactly; any other
+    protocol's publication is one argument, its payload (text or bytes), with the
+    SPEC §10 sender as ``publisher_authid`` (``chat:alice``)."""
+    if publication.sender.protocol != SENDER_PROTOCOL:
+        text = publication.text if publication.is_text else None
+        payload: str | bytes = text if text is not None else publication.data
+        return Event(uri, global_id(), [payload], None, {"publisher_authid": str(publication.sender)}, {})
+    native = publication.native
+    if native is None or native.is_text:
+        return None  # not a form this router writes: nothing to say
+    try:
+        form = msgpack.unpackb(native.payload, raw=False)
+        return Event(uri, form["id"], form["args"], form["kwargs"], form["publisher"], form["rules"])
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return None
