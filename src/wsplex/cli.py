@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -160,14 +159,10 @@ def add_app_dir(folder: str) -> None:
         sys.path.insert(0, path)
 
 
-def configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not debug:
-        logging.getLogger("wsplex.picows").setLevel(logging.WARNING)
+def configure_logging(settings: Settings) -> None:
+    from wsplex.logs import configure
+
+    configure(settings.log_level, settings.log_format, settings.debug)
 
 
 async def serve(settings: Settings) -> None:
@@ -199,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if (sys.argv[1:] if argv is None else argv)[:1] in (["connect"], ["hash-password"]):
         run_subcommand(sys.argv[1:] if argv is None else argv)
     settings = settings_from_args(argv)
-    configure_logging(settings.debug)
+    configure_logging(settings)
     if settings.workers > 1 and WORKER_ENV not in os.environ:
         sys.exit(supervise(settings, list(sys.argv[1:] if argv is None else argv)))
     from wsplex.server import install_event_loop

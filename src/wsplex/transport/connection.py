@@ -35,6 +35,7 @@ from wsplex.app.session import Hook, Session
 from wsplex.config import Settings
 from wsplex.http.admission import ConnectionCounter, MessageRate
 from wsplex.http.handshake import Accept
+from wsplex.logs import connection_fields
 from wsplex.stats import Stats
 from wsplex.transport.flusher import Flusher
 from wsplex.transport.picows_workarounds import GuardedTransport
@@ -158,7 +159,8 @@ class Connection(WSListener):
         self.stats.connections_total += 1
         self.stats.connections[session.protocol] += 1
         log.debug("connect %s from %s offered=%s chose=%s",
-                  session.id, session.remote, ",".join(self.offered) or "-", session.protocol)
+                  session.id, session.remote, ",".join(self.offered) or "-", session.protocol,
+                  extra=connection_fields(session))
         self.offered = ()
         session.run(self.protocol.on_connect)
 
@@ -220,7 +222,8 @@ class Connection(WSListener):
         stats = self.stats
         stats.connections[session.protocol] -= 1
         stats.closes[self.ws.close_code] += 1
-        log.debug("close %s code=%d reason=%r", session.id, self.ws.close_code, self.ws.close_reason)
+        log.debug("close %s code=%d reason=%r", session.id, self.ws.close_code, self.ws.close_reason,
+                  extra=connection_fields(session))
         session.run(self.protocol.on_disconnect, self.ws.close_code)
         session.run(shared.hub.detach)
 

@@ -121,7 +121,9 @@ class Listener:
         decision = self.decide(Request(request.method, request.path, request.version,
                                        list(request.headers.items()), peer))
         if type(decision) is Route:
-            return self.routes(decision.target)
+            response = self.routes(decision.target)
+            _log_http(logging.INFO, peer, request, response.status, "")
+            return response
         if type(decision) is Accept:
             refused = self.shared.counter.admit(decision.address)  # the slot, released by Connection
             if refused is None:
@@ -130,7 +132,7 @@ class Listener:
                 kind = Connection if decision.deflate is None else DeflateConnection
                 return kind(self.shared, self.protocols[name], self.handlers[name], decision, guard)
             decision = refused
-        return self._refuse(cast(Refused, decision), peer)
+        return self._refuse(cast(Refused, decision), peer, request)
 
     def switching(self, subprotocol: str | None, extensions: str | None = None) -> Any:
         """The 101 response for ``subprotocol`` and the permessage-deflate answer
@@ -150,11 +152,21 @@ class Listener:
             response = self._switching[key] = WSUpgradeResponse.create_101_response(headers)
         return response
 
-    def _refuse(self, refused: Refused, peer: Any) -> Response:
+    def _refuse(self, refused: Refused, peer: Any, request: WSUpgradeRequest) -> Response:
         self.shared.stats.refusals[refused.reason] += 1
-        level = logging.WARNING if refused.status == HTTPStatus.SERVICE_UNAVAILABLE else logging.DEBUG
-        log.log(level, "refused %s: %s", format_peer(peer), refused.text)
+        level = logging.WARNING if refused.status == HTTPStatus.SERVICE_UNAVAILABLE else logging.INFO
+        _log_http(level, peer, request, refused.status, f"refused: {refused.text}")
         return refusal_response(refused)
+
+
+def _log_http(level: int, peer: Any, request: WSUpgradeRequest, status: int, why: str) -> None:
+    """One line per plain HTTP request and per refused handshake: who, what, the status."""
+    if log.isEnabledFor(level):
+        path = request.path.decode("latin-1")
+        remote = format_peer(peer)
+        method = request.method.decode("latin-1")
+        log.log(level, "%s %s %s %d%s", remote, method, path, status, f" {why}" if why else "",
+                extra={"remote": remote, "status": int(status), "path": path})
 
 
 class PicowsProtocol(WSProtocol):  # type: ignore[misc]
