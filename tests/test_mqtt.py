@@ -277,3 +277,18 @@ async def test_a_will_delay_ends_with_the_session(server: Server, clients: Clien
     got = await watcher.next_message()
     assert (got.topic, got.payload) == ("wills/doomed", b"gone")
     await doomed.stop()
+
+
+async def test_status_counts_the_brokers_sessions(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("mqtt", "command"))
+    client = Paho(server.port, "counted", version=V5)
+    try:
+        await client.connect()
+        await client.subscribe("a", 1)
+        await client.subscribe("b", 1)
+        async with websockets.connect(ws_url(server), subprotocols=["command"]) as operator:  # type: ignore[list-item]
+            await operator.send("status --json")
+            status = json.loads(await recv(operator))
+        assert (status["mqtt_sessions"], status["mqtt_subscriptions"], status["mqtt_dropped"]) == (1, 2, 0)
+    finally:
+        await client.stop()

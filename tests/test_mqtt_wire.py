@@ -14,6 +14,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from support import ServerFactory, ws_url
+from support.rawws import RawClient
 from wsplex.protocols.mqtt.codec import (
     LEVEL_5,
     LEVEL_311,
@@ -34,6 +35,14 @@ from wsplex.protocols.mqtt.codec import (
 from wsplex.server import Server
 
 WAIT = 10.0
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    client = await RawClient.open(port)
+    client.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    response = await client.read_response()
+    await client.close()
+    return response.status, response.body
 LEVELS = pytest.mark.parametrize("level", [LEVEL_311, LEVEL_5], ids=["3.1.1", "5.0"])
 
 
@@ -267,6 +276,11 @@ async def test_a_persistent_session_queues_while_away_and_resends_with_dup(
         for n in (2, 3, 4):  # three while away: the queue keeps the last two
             await sender.send(encode_publish(level, Publish(f"jobs/{n}", b"later", 1, packet_id=n)))
             assert (await sender.packet())[0] == 0x40
+    status, metrics = await http_get(server.port, "/metrics")
+    assert status == 200
+    for line in ("wsplex_mqtt_sessions_away 1.0", "wsplex_mqtt_queued 2.0", "wsplex_mqtt_inflight 1.0",
+                 "wsplex_mqtt_subscriptions", "wsplex_mqtt_dropped_total 1.0"):
+        assert line.encode() in metrics
     async with await open_wire(server) as ws:
         wire = Wire(ws)
         await wire.send(persistent(level, "keeper"))

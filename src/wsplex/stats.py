@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A number a protocol reports about itself (MQTT sessions, queued messages), read
+    when ``/metrics`` or ``status`` asks, so keeping it costs the hot path nothing."""
+
+    help: str
+    read: Callable[[], int]
+    counter: bool = False  # only ever grows (a Prometheus counter), else a gauge
 
 
 @dataclass
@@ -40,6 +51,8 @@ class Stats:
     history_topics_evicted: int = 0  # topics whose history was forgotten (--history-topics)
     #: Publications a text protocol did not receive: their payload is not UTF-8 (SPEC §10).
     not_text_dropped: Counter[str] = field(default_factory=Counter)
+    #: Protocols' own figures by metric name (``wsplex_`` + name): see :class:`Figure`.
+    figures: dict[str, Figure] = field(default_factory=dict)
 
     @property
     def uptime(self) -> float:

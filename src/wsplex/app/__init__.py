@@ -14,7 +14,7 @@ from wsplex.app.publication import Publication, Sender
 from wsplex.app.session import HookResult, Session
 from wsplex.app.topics import filter_error, is_server_topic, is_wildcard, matches, topic_error
 from wsplex.app.users import Users
-from wsplex.stats import Stats
+from wsplex.stats import Figure, Stats
 from wsplex.ws.close import CloseCode
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ClientInfo",
     "CloseCode",
     "Context",
+    "Figure",
     "HookResult",
     "Hub",
     "Outgoing",

@@ -93,6 +93,9 @@ class StatsCollector:
         for protocol, count in sorted(stats.not_text_dropped.items()):
             not_text.add_metric([protocol], count)
         yield not_text
+        for name, figure in sorted(stats.figures.items()):
+            family = CounterMetricFamily if figure.counter else GaugeMetricFamily
+            yield family(f"wsplex_{name}", figure.help, value=figure.read())
         yield GaugeMetricFamily("wsplex_uptime_seconds", "Seconds since the node started",
                                 value=stats.uptime)
 

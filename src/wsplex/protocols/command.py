@@ -297,6 +297,9 @@ class CommandProtocol(Protocol):
             f"connections: {total} ({per_protocol})",
             f"messages: {stats.messages_in} in, {stats.messages_out} out (this node)",
         ])
+        figures = {name: figure.read() for name, figure in sorted(stats.figures.items())}
+        if figures:
+            text += "\nprotocols: " + ", ".join(f"{name} {value}" for name, value in figures.items())
         data = {
             "version": VERSION,
             "node": self.context.node_id,
@@ -305,6 +308,7 @@ class CommandProtocol(Protocol):
             "connections_total": total,
             "messages_in": stats.messages_in,
             "messages_out": stats.messages_out,
+            **figures,
         }
         return Reply(text, data)
 

@@ -59,6 +59,7 @@ from typing import Final
 from wsplex.app import (
     CloseCode,
     Context,
+    Figure,
     HookResult,
     Outgoing,
     Protocol,
@@ -189,6 +190,26 @@ class MQTTProtocol(Protocol):
         self._wills: dict[str, asyncio.TimerHandle] = {}  # client id -> a delayed will
         self._sweeper: asyncio.TimerHandle | None = None
         self._standins = itertools.count(1)
+        self._dropped = 0  # queued messages dropped past --mqtt-max-queued, since start
+        context.stats.figures.update(self._figures())
+
+    def _figures(self) -> dict[str, Figure]:
+        """What ``/metrics`` (``wsplex_mqtt_*``) and ``status`` show of the broker on this node."""
+        sessions = self._sessions.values
+        return {
+            "mqtt_sessions": Figure("MQTT sessions on this node, connected or kept for a client away",
+                                    lambda: len(self._sessions)),
+            "mqtt_sessions_away": Figure("MQTT sessions kept for a client that is away",
+                                         lambda: sum(1 for c in sessions() if c.connection is None)),
+            "mqtt_subscriptions": Figure("MQTT subscriptions of this node's sessions",
+                                         lambda: sum(len(c.subscriptions) for c in sessions())),
+            "mqtt_queued": Figure("QoS 1 and 2 messages queued for MQTT clients (away, or window full)",
+                                  lambda: sum(len(c.queue) for c in sessions())),
+            "mqtt_inflight": Figure("QoS 1 and 2 messages sent to MQTT clients and not yet acknowledged",
+                                    lambda: sum(len(c.inflight) for c in sessions())),
+            "mqtt_dropped": Figure("Queued MQTT messages dropped, oldest first, past --mqtt-max-queued",
+                                   lambda: self._dropped, counter=True),
+        }
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -756,7 +777,7 @@ class MQTTProtocol(Protocol):
             message = Message(publication.topic, publication.data, granted, retain,
                               self._properties_for(publication, props, tuple(ids)), expires)
             if conn is None:
-                client.enqueue(message)
+                self._enqueue(client, message)
             else:
                 self._offer(conn, client, message)
 
@@ -769,12 +790,16 @@ class MQTTProtocol(Protocol):
 
     def _offer(self, conn: Connection, client: ClientSession, message: Message) -> None:
         if message.qos and len(client.inflight) >= conn.window:
-            client.enqueue(message)  # 5.0 §4.9: the window is full
+            self._enqueue(client, message)  # 5.0 §4.9: the window is full
             return
         if message.qos:
             message.packet_id = client.next_packet_id()
             client.inflight[message.packet_id] = message
         self._write(conn, message)
+
+    def _enqueue(self, client: ClientSession, message: Message) -> None:
+        if client.enqueue(message):
+            self._dropped += 1
 
     def _pump(self, conn: Connection, client: ClientSession) -> None:
         """Move queued messages into the in-flight window as it frees up."""
