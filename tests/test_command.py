@@ -108,11 +108,15 @@ async def test_protocols(start_server: ServerFactory) -> None:
 
 
 async def test_clients_lists_everyone(start_server: ServerFactory) -> None:
-    server = await start_server(protocols=PROTOCOLS)
+    server = await start_server(protocols=PROTOCOLS, admin_token="tok")
     chat = await open_client(server, "chat", "?name=alice")
     await ask(chat, "/who")  # alice has her name
     await open_client(server, "echo")
     ws = await open_client(server)
+    unauthenticated = (await ask_json(ws, "clients --json"))["clients"]
+    assert [row["remote"] for row in unauthenticated] == [None, None, None]
+    assert (await ask(ws, "clients")).splitlines()[2].split()[2] == "-"
+    assert await ask(ws, "auth tok") == "ok: authenticated"
     data = await ask_json(ws, "clients --json")
     rows = data["clients"]
     assert [row["protocol"] for row in rows] == ["chat", "echo", "command"]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from wsplex import __version__
 from wsplex.app.registry import ProtocolLoadError, available_protocols, load_class
+from wsplex.app.users import Users, UsersFileError
 from wsplex.config import (
     OPTIONS,
     BadValue,
@@ -133,6 +134,11 @@ def settings_from_args(argv: Sequence[str] | None = None,
             parser.error(f"cannot read --admin-token-file: {exc.strerror}")
         if token is None:
             parser.error("--admin-token-file is empty")
+    if values["users"]:
+        try:
+            Users.load(values["users"])  # a bad file stops the start, not the first login
+        except UsersFileError as exc:
+            parser.error(str(exc))
     protocols: tuple[str, ...] = values["protocols"]
     modules: tuple[str, ...] = values["protocol_module"]
     add_app_dir(values["app_dir"])

@@ -244,7 +244,7 @@ class CommandProtocol(Protocol):
     def _refuse_unprivileged(self, session: Session) -> Reply | None:
         if self._token is None:
             return error("privileged commands are disabled (no admin token configured)")
-        if not isinstance(session.state, Operator) or not session.state.authenticated:
+        if not _authenticated(session):
             return error("not authorized (auth TOKEN first)")
         return None
 
@@ -319,7 +319,8 @@ class CommandProtocol(Protocol):
 
     async def _clients(self, session: Session, argument: str) -> Reply:
         clients = sorted(await self.hub.clients(), key=lambda c: (c.since, c.id))
-        rows = [_client_row(c) for c in clients]
+        show_remote = _authenticated(session)  # addresses are personal data: operators only
+        rows = [_client_row(c, show_remote) for c in clients]
         return Reply(_table(rows, f"{len(rows)} client{'' if len(rows) == 1 else 's'}"),
                      {"clients": rows})
 
@@ -375,11 +376,16 @@ def _send(session: Session, reply: Reply, as_json: bool) -> None:
         reply.then()
 
 
-def _client_row(client: ClientInfo) -> dict[str, Any]:
+def _authenticated(session: Session) -> bool:
+    return isinstance(session.state, Operator) and session.state.authenticated
+
+
+def _client_row(client: ClientInfo, show_remote: bool) -> dict[str, Any]:
+    """One client; ``remote`` is None unless the asker has authenticated."""
     return {
         "id": client.id,
         "protocol": client.protocol,
-        "remote": client.remote,
+        "remote": client.remote if show_remote else None,
         "name": client.name,
         "since": utc_iso(client.since),
     }
