@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -18,6 +19,7 @@ from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
 from support.stomp import RawStomp, StompPy
+from wsplex.app.users import hash_password
 from wsplex.server import Server
 
 STOMP = ("v12.stomp", "v11.stomp", "v10.stomp")
@@ -341,3 +343,28 @@ async def test_heart_beats_keep_a_client_alive(start_server: ServerFactory) -> N
     await raw.frame("DISCONNECT", {"receipt": "still-here"})
     assert (await raw.next()).get("receipt-id") == "still-here"
     await raw.close()
+
+
+# -- --users (SPEC §15): login and passcode ----------------------------------------------
+
+
+@pytest.mark.parametrize(("login", "passcode", "accepted"),
+                         [("alice", "s3cret", True), ("alice", "wrong", False), (None, None, False)])
+async def test_users_log_in_with_login_and_passcode(
+    start_server: ServerFactory, tmp_path: Path, login: str | None, passcode: str | None, accepted: bool
+) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users]\nalice = "{hash_password("s3cret", n=16, r=1, p=1)}"\n')
+    server = await start_server(protocols=STOMP, users_file=str(users))
+    raw = await RawStomp.open(server)
+    credentials = {"login": login, "passcode": passcode} if login and passcode else {}
+    await raw.frame("CONNECT", {"accept-version": "1.2", "host": "test", **credentials})
+    await raw.frame("DISCONNECT", {"receipt": "bye"})  # waits behind the check
+    reply = await raw.next()
+    if accepted:
+        assert reply.command == "CONNECTED"
+        assert (await raw.next()).get("receipt-id") == "bye"
+        assert await raw.closed() == 1000
+    else:
+        assert (reply.command, reply.get("message")) == ("ERROR", "authentication failed")
+        assert await raw.closed() == 1002

@@ -421,14 +421,16 @@ class StompProtocol(Protocol):
         if isinstance(connection, Connection):
             fail(session, connection, error)
 
-    def _on_frame(self, session: Session, frame: Frame) -> None:
+    def _on_frame(self, session: Session, frame: Frame) -> HookResult:
         connection = session.state
         if not isinstance(connection, Connection) or connection.done:
-            return
+            return None
         try:
             if connection.version is None:
+                if self.context.users.enabled:
+                    return self._log_in(session, connection, frame)
                 self._connect(session, connection, frame)
-                return
+                return None
             handler = self._handlers[connection.version].get(frame.command)
             if handler is None:
                 raise StompError(f"unknown command {frame.command}",
@@ -439,10 +441,11 @@ class StompProtocol(Protocol):
             handler(session, connection, frame)
         except StompError as exc:
             fail(session, connection, exc, frame)
-            return
+            return None
         receipt = frame.get("receipt")
         if receipt is not None and not connection.done:
             session.run(self._receipt, receipt)  # after a subscription barrier, if one was raised
+        return None
 
     @staticmethod
     def _receipt(session: Session, receipt: str) -> None:
@@ -452,6 +455,25 @@ class StompProtocol(Protocol):
                                        connection.version or V12), True)
 
     # -- CONNECT (STOMP 1.2 "Connecting") -------------------------------------------------
+
+    async def _log_in(self, session: Session, connection: Connection, frame: Frame) -> None:
+        """With ``--users`` (SPEC §15), CONNECT's ``login`` and ``passcode`` must match a user.
+        The check (scrypt) runs in a thread; the connection's later frames wait for it."""
+        login, passcode = frame.get("login"), frame.get("passcode")
+        accepted = login is not None and passcode is not None and await asyncio.to_thread(
+            self.context.users.check, login, passcode)
+        if session.closed or connection.done:
+            return
+        try:
+            if not accepted:
+                raise StompError("authentication failed",
+                                 "login and passcode must be those of a user of the server")
+            self._connect(session, connection, frame)
+        except StompError as exc:
+            fail(session, connection, exc, frame)
+            return
+        session.name = login
+        self.hub.touch(session)
 
     def _connect(self, session: Session, connection: Connection, frame: Frame) -> None:
         if frame.command not in ("CONNECT", "STOMP"):
