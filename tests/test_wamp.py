@@ -532,3 +532,24 @@ async def test_hello_needs_a_realm_uri(server: Server) -> None:
     await ws.send(json.dumps([1, "realm1", {"roles": {"caller": {}}}]))
     assert (await receive(ws))[0] == 2  # the connection stays for another try
     await ws.close()
+
+
+# -- several nodes (SPEC §9, §13) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_realm1_pubsub_across_nodes(start_server: ServerFactory) -> None:
+    """Realm1's pub/sub is the topic space, so it spans the cluster: an event published
+    on one node reaches a subscriber of the other with its arguments as published."""
+    first, second = await start_server(protocols=PROTOCOLS), await start_server(protocols=PROTOCOLS)
+    async with wamp_clients(first) as opened:
+        subscriber = await wamp_client(first, "msgpack")
+        publisher = await wamp_client(second, "json")
+        opened += [subscriber, publisher]
+        inbox = await subscribe(subscriber, "com.cluster", match="prefix")
+        await publisher.publish("com.cluster.news", "hi", b"\x01", n=2,
+                                options=make(PublishOptions, acknowledge=True))
+        args, kwargs = await inbox.next()
+        details = kwargs.pop("details")
+        assert args == ("hi", b"\x01") and kwargs == {"n": 2}
+        assert details.topic == "com.cluster.news"

@@ -24,6 +24,14 @@ from wsplex.protocols.wamp import wire
 from wsplex.protocols.wamp.router import Peer, Router
 from wsplex.protocols.wamp.wire import JSON, MSGPACK, ProtocolViolation, is_valid_uri
 
+
+def _deep(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 ids = st.integers(1, 2**53)
 uris = st.from_regex(r"\A[a-z0-9_]{1,8}(\.[a-z0-9_]{1,8}){0,3}\Z")
 scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.floats(
@@ -123,6 +131,21 @@ def test_frame_types_belong_to_their_serialisation() -> None:
         MSGPACK.decode(msgpack.packb([1, "realm1", {1: 2}]))  # keys must be strings
     with pytest.raises(ProtocolViolation):
         MSGPACK.decode(msgpack.packb([1, "realm1", msgpack.ExtType(1, b"x")]))
+
+
+@pytest.mark.parametrize("args", [
+    [{1: "int key"}], [{b"k": "bytes key"}], [msgpack.Timestamp(1)], [_deep(300)],
+])
+def test_values_only_one_serialisation_carries_are_violations(args: list[Any]) -> None:
+    """The router hands values from MessagePack peers to JSON peers and back."""
+    with pytest.raises(ProtocolViolation):
+        MSGPACK.decode(msgpack.packb([wire.PUBLISH, 1, {}, "a", args], use_bin_type=True))
+
+
+def test_json_nested_beyond_what_can_be_sent_on_is_a_violation() -> None:
+    with pytest.raises(ProtocolViolation):
+        JSON.decode(f'[16, 1, {{}}, "a", [{"[" * 300}{"]" * 300}]]')
+    assert isinstance(JSON.decode(f'[16, 1, {{}}, "a", [{"[" * 100}{"]" * 100}]]'), wire.Publish)
 
 
 def test_binary_values_in_json_are_the_spec_base64_strings() -> None:

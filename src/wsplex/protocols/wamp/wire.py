@@ -346,6 +346,17 @@ def _to_json_binary(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not serialisable")
 
 
+def _check_carriable(fields: Any) -> None:
+    """The router passes values from one serialisation to the other, so a message must
+    hold only what both can carry (§"Serializations"): string keys, no MessagePack
+    timestamps, nesting within what JSON encoding takes (orjson: 254 levels; MessagePack
+    takes more). Encoding the message once as JSON is that check, done in C."""
+    try:
+        orjson.dumps(fields, default=_to_json_binary)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise ProtocolViolation(f"a value that not every serialisation can carry: {exc}") from None
+
+
 class JSONSerializer(Serializer):
     name = "json"
     is_text = True
@@ -359,6 +370,7 @@ class JSONSerializer(Serializer):
             raise ProtocolViolation(f"not JSON: {exc}") from None
         if "\\u0000" in frame:  # only then can a value be binary: walk it
             fields = _from_json_binary(fields)
+        _check_carriable(fields)
         return message_from(fields)
 
     def encode(self, message: list[Any]) -> bytes:
@@ -383,6 +395,7 @@ class MsgpackSerializer(Serializer):
             raise
         except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
             raise ProtocolViolation(f"not MessagePack: {type(exc).__name__}") from None
+        _check_carriable(fields)
         return message_from(fields)
 
     def encode(self, message: list[Any]) -> bytes:
