@@ -174,6 +174,27 @@ async def test_a_taken_or_invalid_url_name_falls_back_to_a_guest_name(
     assert before[0].startswith("! invalid name: ") and before[0].endswith("; you are guest-2")
 
 
+async def test_an_empty_url_name_is_invalid_not_ignored(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=PROTOCOLS)
+    _, before = await enter(server, "")
+    assert len(before) == 1
+    assert before[0].startswith("! invalid name: ") and before[0].endswith("; you are guest-1")
+
+
+async def test_a_line_ending_sent_with_the_line_is_not_part_of_it(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=PROTOCOLS)
+    alice, _ = await enter(server, "alice")
+    bob, _ = await enter(server, "bob")
+    await expect(alice, "* bob joined")
+    await bob.send("hello\r\n")
+    await bob.send("two\nlines\n")
+    await expect(alice, "[bob] hello", "[bob] two\nlines")
+    await bob.send("/name robert\n")
+    assert await recv(bob) == "* bob is now robert"
+    await bob.send("\r\n")
+    assert await recv(bob) == "! empty message, not sent"
+
+
 async def test_leaving_is_announced_and_frees_the_name(start_server: ServerFactory) -> None:
     server = await start_server(protocols=PROTOCOLS)
     alice, _ = await enter(server, "alice")

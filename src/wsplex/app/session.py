@@ -92,8 +92,11 @@ class Session:
 
     @property
     def query(self) -> dict[str, str]:
-        """The handshake URL's query parameters, parsed on each read (RFC 3986 §3.4)."""
-        return dict(parse_qsl(self._query)) if self._query else {}
+        """The handshake URL's query parameters, parsed on each read (RFC 3986 §3.4).
+
+        A parameter given without a value (``?name=``) is there, as ``""``.
+        """
+        return dict(parse_qsl(self._query, keep_blank_values=True)) if self._query else {}
 
     # -- sending -------------------------------------------------------------
 

@@ -188,6 +188,8 @@ class ChatProtocol(Protocol):
         if isinstance(message, bytes):
             session.close(CloseCode.UNSUPPORTED_DATA, "chat accepts text messages only")
             return None
+        # Line-based clients (websocat, wsplex connect) may send the line ending too.
+        message = message.rstrip("\r\n")
         member = session.state
         if not isinstance(member, Member) or not member.present:
             return None  # the connection is closing (or on_connect failed and closed it)
