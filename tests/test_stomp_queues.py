@@ -9,6 +9,9 @@ receipt, as in ``test_stomp.py``.
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
+
 import pytest
 
 from support import ServerFactory
@@ -269,3 +272,25 @@ async def test_stomp_10_unsubscribes_by_destination(server: Server) -> None:
     assert (message.body, message.get("subscription")) == (b"waits", "again")
     await producer.disconnect()
     await consumer.close()
+
+
+async def test_metrics_count_sessions_queues_and_redeliveries(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=STOMP, stomp_queue_limit=1)
+    producer, consumer = await stomp_py(server), await stomp_py(server)
+    await consumer.subscribe("/queue/m", id="1", ack="client-individual")
+    await producer.send("/queue/m", "x")
+    message = await consumer.message()
+    consumer.conn.nack(message.headers["ack"])
+    await consumer.message()  # redelivered, and not acknowledged
+    await producer.send("/queue/waiting", "a")
+    await producer.send("/queue/waiting", "b")  # pushes out "a"
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    figures = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("wsplex_stomp_"))
+    assert figures == {
+        "wsplex_stomp_sessions": "2.0", "wsplex_stomp_subscriptions": "1.0", "wsplex_stomp_queues": "2.0",
+        "wsplex_stomp_queued": "1.0", "wsplex_stomp_unacked": "1.0",
+        "wsplex_stomp_redeliveries_total": "1.0", "wsplex_stomp_queue_dropped_total": "1.0",
+    }
+    await producer.disconnect()
+    await consumer.disconnect()

@@ -44,6 +44,7 @@ from wsplex.app import (
     VERSION,
     CloseCode,
     Context,
+    Figure,
     HookResult,
     Hub,
     Outgoing,
@@ -166,7 +167,29 @@ class Broker:
         self.queue_limit = queue_limit
         self.queues: dict[str, Queue[Subscription]] = {}
         self.heart_beats: HeartBeats[Session] = HeartBeats(_beat, _silent)
+        self.connections: dict[str, Connection] = {}  # past CONNECTED, by session id
         self.redeliveries = 0
+        self.dropped = 0
+
+    def figures(self) -> dict[str, Figure]:
+        """What ``/metrics`` (``wsplex_stomp_*``) and ``status`` show of STOMP on this node."""
+        connections = self.connections.values
+        return {
+            "stomp_sessions": Figure("STOMP connections past CONNECTED on this node",
+                                     lambda: len(self.connections)),
+            "stomp_subscriptions": Figure("STOMP subscriptions (topics and queues) on this node",
+                                          lambda: sum(len(c.subscriptions) for c in connections())),
+            "stomp_queues": Figure("STOMP queues this node keeps (with a consumer or a waiting message)",
+                                   lambda: len(self.queues)),
+            "stomp_queued": Figure("Messages waiting in this node's STOMP queues for a consumer",
+                                   lambda: sum(len(q.waiting) for q in self.queues.values())),
+            "stomp_unacked": Figure("STOMP queue messages delivered in a client ack mode, not yet acked",
+                                    lambda: sum(len(c.pending) for c in connections())),
+            "stomp_redeliveries": Figure("STOMP queue messages delivered again (NACK, or consumer gone)",
+                                         lambda: self.redeliveries, counter=True),
+            "stomp_queue_dropped": Figure("STOMP queue messages dropped, oldest first, past "
+                                          "--stomp-queue-limit", lambda: self.dropped, counter=True),
+        }
 
     # -- queues (queues.py) -----------------------------------------------------
 
@@ -177,7 +200,7 @@ class Broker:
             queue = self.queues[name] = Queue(name, self.queue_limit)
         consumer = queue.next_consumer(avoid)
         if consumer is None:
-            queue.park(message)
+            self.dropped += queue.park(message)
         else:
             deliver_queued(consumer, message)
 
@@ -211,7 +234,7 @@ class Broker:
             for message in messages:
                 self.dispatch(subscription.name, message)
         else:
-            queue.park_first(messages)
+            self.dropped += queue.park_first(messages)
         if not queue:
             del self.queues[subscription.name]
 
@@ -233,6 +256,7 @@ def broker_of(context: Context) -> Broker:
     broker = _BROKERS.get(context.hub)
     if broker is None:
         broker = _BROKERS[context.hub] = Broker(context.settings.stomp_queue_limit)
+        context.stats.figures.update(broker.figures())
     return broker
 
 
@@ -405,6 +429,7 @@ class StompProtocol(Protocol):
         if not isinstance(connection, Connection):
             return None
         connection.done = True
+        self.broker.connections.pop(session.id, None)
         self.broker.heart_beats.forget(connection.beat)
         connection.transactions.clear()  # STOMP 1.2 "BEGIN": implicitly aborted
         for subscription in list(connection.subscriptions.values()):
@@ -490,6 +515,7 @@ class StompProtocol(Protocol):
         if client_beat is None:
             raise StompError("invalid heart-beat header", "expected heart-beat:cx,cy in milliseconds")
         connection.version = connection.parser.version = version
+        self.broker.connections[session.id] = connection
         send_every, expect_every = negotiate(client_beat, self._server_beat)
         connection.beat = self.broker.heart_beats.watch(session, send_every, expect_every)
         headers = [("version", version), ("server", SERVER), ("session", session.id)]

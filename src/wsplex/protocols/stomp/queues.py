@@ -77,17 +77,24 @@ class Queue(Generic[C]):
                 return chosen
         return None  # unreachable: with two or more, one of them is not ``avoid``
 
-    def park(self, message: QueuedMessage) -> None:
-        """Keep ``message`` until someone subscribes; the oldest goes past the limit."""
+    def park(self, message: QueuedMessage) -> int:
+        """Keep ``message`` until someone subscribes; the oldest goes past the limit.
+        How many were dropped."""
+        dropped = 0
         if len(self.waiting) >= self.limit:
             self.waiting.popleft()
-            self.dropped += 1
+            dropped = 1
         self.waiting.append(message)
+        self.dropped += dropped
+        return dropped
 
-    def park_first(self, messages: Iterable[QueuedMessage]) -> None:
-        """Put messages given back (their consumer left) at the head, in their order."""
+    def park_first(self, messages: Iterable[QueuedMessage]) -> int:
+        """Put messages given back (their consumer left) at the head, in their order.
+        How many were dropped (the newest, past the limit)."""
         for message in reversed(list(messages)):
             self.waiting.appendleft(message)
-        while len(self.waiting) > self.limit:
+        dropped = max(0, len(self.waiting) - self.limit)
+        for _ in range(dropped):
             self.waiting.pop()
-            self.dropped += 1
+        self.dropped += dropped
+        return dropped
