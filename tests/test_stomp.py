@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
+from support.mqtt import Paho
 from support.stomp import RawStomp, StompPy
 from wsplex.app.users import hash_password
 from wsplex.server import Server
@@ -368,3 +369,23 @@ async def test_users_log_in_with_login_and_passcode(
     else:
         assert (reply.command, reply.get("message")) == ("ERROR", "authentication failed")
         assert await raw.closed() == 1002
+
+
+async def test_mqtt_and_stomp_hear_each_other(start_server: ServerFactory) -> None:
+    one = await start_server(protocols=("mqtt", *STOMP))
+    two = await start_server(protocols=("mqtt", *STOMP)) if one.settings.redis_url else one
+    sensor = Paho(two.port, "sensor-1")
+    await sensor.connect()
+    await sensor.subscribe("sensors/#")
+    client = await stomp_py(one)
+    await client.subscribe("/topic/sensors/+", id="s")
+    client.conn.send("/topic/sensors/setpoint", "22")
+    assert (await client.message()).body == b"22"  # its own subscription hears it too
+    got = await sensor.next_message()
+    assert (got.topic, got.payload) == ("sensors/setpoint", b"22")
+    await sensor.publish("sensors/temp", b"21.5")
+    message = await client.message()
+    assert (message.headers["destination"], message.body) == ("/topic/sensors/temp", b"21.5")
+    assert message.headers["from"] == "mqtt:sensor-1"
+    await sensor.disconnect()
+    await client.disconnect()
