@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # a terminal for `wsplex connect`'s prompt
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)  # tests/js: @stomp/stompjs under Node
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} from Debian's packages"
@@ -29,8 +30,16 @@ python="${PYTHON:-python3}"
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache
-echo "== pytest"; .venv/bin/python -m pytest -q "$@"
+# pytest's summary is repeated at the end, so the steps after it do not bury it.
+summary="$(mktemp)"; trap 'rm -f "$summary"' EXIT
+echo "== pytest"; .venv/bin/python -m pytest -q "$@" | tee "$summary"
 echo "== autobahn (fast profile)"; scripts/autobahn.sh fast
 if [ -f benchmarks/run.py ]; then
   echo "== benchmark harness smoke run"; .venv/bin/python benchmarks/run.py --smoke
+fi
+echo "== pytest summary (repeated from above)"
+if grep -q 'short test summary info' "$summary"; then
+  sed -n '/short test summary info/,$p' "$summary"
+else
+  tail -n 1 "$summary"
 fi
