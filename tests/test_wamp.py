@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import (
     CallDetails,
     CallOptions,
+    ComponentConfig,
     EventDetails,
     PublishOptions,
     RegisterOptions,
@@ -27,7 +29,8 @@ from autobahn.wamp.types import (
 from websockets.asyncio.client import ClientConnection, connect
 
 from support import ServerFactory, ws_url
-from support.wamp import SERIALIZERS, TIMEOUT, Client, make, wamp_client, wamp_clients
+from support.wamp import SERIALIZERS, TIMEOUT, Client, connect_client, make, wamp_client, wamp_clients
+from wsplex.app.users import hash_password
 from wsplex.protocols.wamp.router import ROLES
 from wsplex.server import Server
 
@@ -553,3 +556,48 @@ async def test_realm1_pubsub_across_nodes(start_server: ServerFactory) -> None:
         details = kwargs.pop("details")
         assert args == ("hi", b"\x01") and kwargs == {"n": 2}
         assert details.topic == "com.cluster.news"
+
+
+# -- --users: ticket authentication (SPEC §15) ------------------------------------------------
+
+
+@pytest.fixture
+async def guarded(start_server: ServerFactory, tmp_path: Path) -> Server:
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users]\nalice = "{hash_password("s3cret", n=16, r=1, p=1)}"\n')
+    return await start_server(protocols=PROTOCOLS, users_file=str(users))
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+async def test_ticket_authentication(guarded: Server, serializer: str) -> None:
+    async with wamp_clients(guarded) as opened:
+        alice = await wamp_client(guarded, serializer, ticket=("alice", "s3cret"))
+        opened.append(alice)
+        details = await alice.joined
+        assert (details.authid, details.authrole, details.authmethod) == ("alice", "user", "ticket")
+        await alice.register(lambda: "hi alice", "com.example.hi")
+        assert await alice.call("com.example.hi") == "hi alice"
+
+
+@pytest.mark.parametrize(("ticket", "reason"), [
+    (("alice", "wrong"), "wamp.error.authentication_failed"),
+    (("mallory", "s3cret"), "wamp.error.authentication_failed"),
+    (None, "wamp.error.no_auth_method"),
+])
+async def test_ticket_authentication_refusals(
+    guarded: Server, ticket: tuple[str, str] | None, reason: str
+) -> None:
+    client = Client(make(ComponentConfig, realm="realm1"), ticket)
+    with pytest.raises(RuntimeError, match=reason):
+        await connect_client(guarded, client)
+    assert (await client.left).reason == reason
+
+
+async def test_a_challenge_wants_authenticate(guarded: Server) -> None:
+    ws = await raw(guarded, None)
+    await ws.send(json.dumps([1, "realm1", {"roles": {"caller": {}}, "authmethods": ["ticket"],
+                                            "authid": "alice"}]))
+    assert await receive(ws) == [4, "ticket", {}]
+    await ws.send(json.dumps([48, 1, {}, "com.example.x", []]))
+    code, _, reason = await receive(ws)
+    assert (code, reason) == (3, "wamp.error.protocol_violation")

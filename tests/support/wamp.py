@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import CloseDetails, ComponentConfig, SessionDetails
+from autobahn.wamp.types import Challenge, CloseDetails, ComponentConfig, SessionDetails
 
 from wsplex.server import Server
 
@@ -34,12 +34,23 @@ def make(cls: type[T], **kwargs: Any) -> T:
 class Client(ApplicationSession):
     """An Autobahn session that reports joining, leaving and disconnecting as futures."""
 
-    def __init__(self, config: ComponentConfig) -> None:
+    def __init__(self, config: ComponentConfig, ticket: tuple[str, str] | None = None) -> None:
         super().__init__(config)
+        self.ticket = ticket  # (authid, ticket) for ticket authentication
         loop = asyncio.get_running_loop()
         self.joined: asyncio.Future[SessionDetails] = loop.create_future()
         self.left: asyncio.Future[CloseDetails] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
+
+    def onConnect(self) -> None:
+        if self.ticket is None:
+            super().onConnect()
+        else:
+            self.join(self.config.realm, authmethods=["ticket"], authid=self.ticket[0])
+
+    def onChallenge(self, challenge: Challenge) -> str:
+        assert challenge.method == "ticket" and self.ticket is not None
+        return self.ticket[1]
 
     def onJoin(self, details: SessionDetails) -> None:
         if not self.joined.done():
@@ -60,9 +71,15 @@ class Client(ApplicationSession):
             self.joined.set_exception(RuntimeError("disconnected before joining"))
 
 
-async def wamp_client(server: Server, serializer: str = "json", realm: str = "realm1") -> Client:
-    """A client joined to ``realm`` over ``wamp.2.SERIALIZER``."""
-    session = Client(make(ComponentConfig, realm=realm))
+async def wamp_client(server: Server, serializer: str = "json", realm: str = "realm1",
+                      ticket: tuple[str, str] | None = None) -> Client:
+    """A client joined to ``realm`` over ``wamp.2.SERIALIZER``, with ticket authentication
+    as ``(authid, ticket)`` if given."""
+    return await connect_client(server, Client(make(ComponentConfig, realm=realm), ticket), serializer)
+
+
+async def connect_client(server: Server, session: Client, serializer: str = "json") -> Client:
+    """Connect ``session`` to ``server`` and wait until it joined (or raise why not)."""
     url = f"ws://127.0.0.1:{server.port}/"
     codec = make(JsonSerializer) if serializer == "json" else make(MsgPackSerializer)
     factory = make(WampWebSocketClientFactory, factory=lambda: session, url=url, serializers=[codec])

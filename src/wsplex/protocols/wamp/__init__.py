@@ -21,11 +21,12 @@ from wsplex.protocols.wamp.wire import JSON, MSGPACK, Serializer
 _routers: weakref.WeakKeyDictionary[Hub, Router] = weakref.WeakKeyDictionary()
 
 
-def router_for(hub: Hub) -> Router:
-    """The one router of a hub, shared by both serialisations (a server has one hub)."""
-    router = _routers.get(hub)
+def router_for(context: Context) -> Router:
+    """The one router of a server (of its hub), shared by both serialisations."""
+    router = _routers.get(context.hub)
     if router is None:
-        router = _routers[hub] = Router(hub)
+        users = context.users
+        router = _routers[context.hub] = Router(context.hub, users.check if users.enabled else None)
     return router
 
 
@@ -34,7 +35,8 @@ HELP = (
     "Join any realm; realm1 is the topic space: topic URI chat.lobby is the chat room lobby,\n"
     "a.b.c is topic a/b/c. Events from other protocols carry the payload as first argument\n"
     "and the sender as publisher_authid (chat:alice); your publications reach them as\n"
-    "wamp:SESSION. Other realms are WAMP-only."
+    "wamp:SESSION. Other realms are WAMP-only. With --users, join with ticket authentication:\n"
+    "authid your user name, the ticket your password."
 )
 
 
@@ -45,7 +47,7 @@ class WampProtocol(Protocol):
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
-        self.router = router_for(context.hub)
+        self.router = router_for(context)
 
     def on_connect(self, session: Session) -> None:
         session.state = Peer(session, self.serializer)

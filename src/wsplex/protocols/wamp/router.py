@@ -78,8 +78,10 @@ NO_SUCH_PROCEDURE: Final = "wamp.error.no_such_procedure"
 PROCEDURE_ALREADY_EXISTS: Final = "wamp.error.procedure_already_exists"
 CANCELED: Final = "wamp.error.canceled"
 TIMEOUT: Final = "wamp.error.timeout"
+NO_AUTH_METHOD: Final = "wamp.error.no_auth_method"
+AUTHENTICATION_FAILED: Final = "wamp.error.authentication_failed"
 GOODBYE_AND_OUT: Final = "wamp.close.goodbye_and_out"
-SYSTEM_SHUTDOWN: Final = "wamp.close.system_shutdown"
+
 
 
 def global_id() -> int:
@@ -169,6 +171,7 @@ class Peer:
     registrations: set[int] = field(default_factory=set)
     hub_filters: Counter[str] = field(default_factory=Counter)
     invocation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    challenged: wire.Hello | None = None  # the HELLO of a CHALLENGE awaiting AUTHENTICATE
 
     def send(self, message: list[Any]) -> None:
         self.session.send(self.outgoing(message))
@@ -369,12 +372,15 @@ class Realm:
 class Router:
     """Every realm of one hub; fed validated messages by the protocol classes."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, check_ticket: Callable[[str, str], bool] | None = None) -> None:
         self.hub = hub
+        #: ``--users`` (SPEC §15): (authid, ticket) -> accepted; None lets anyone in.
+        self.check_ticket = check_ticket
         self.realms: dict[str, Realm] = {}
         self._sessions: set[int] = set()
         self._handlers: dict[type[Any], Callable[[Peer, Any], HookResult]] = {
             wire.Hello: self._hello, wire.Abort: self._abort, wire.Goodbye: self._goodbye,
+            wire.Authenticate: self._authenticate,
             wire.Subscribe: self._subscribe, wire.Unsubscribe: self._unsubscribe,
             wire.Publish: self._publish, wire.Register: self._register,
             wire.Unregister: self._unregister, wire.Call: self._call, wire.Cancel: self._cancel,
@@ -391,7 +397,12 @@ class Router:
         it returns is the rest of the work, for the session to await (see :class:`Then`)."""
         try:
             message: Message = peer.serializer.decode(frame)
-            if peer.id == 0 and not isinstance(message, wire.Hello | wire.Abort):
+            if peer.challenged is not None:
+                if not isinstance(message, wire.Authenticate | wire.Abort):
+                    raise ProtocolViolation("a CHALLENGE is waiting for AUTHENTICATE")
+            elif isinstance(message, wire.Authenticate):
+                raise ProtocolViolation("AUTHENTICATE without a CHALLENGE")
+            if peer.id == 0 and not isinstance(message, wire.Hello | wire.Abort | wire.Authenticate):
                 raise ProtocolViolation(f"{type(message).__name__.upper()} before HELLO")
             if peer.id != 0 and isinstance(message, wire.Hello):
                 raise ProtocolViolation("HELLO in an established session")
@@ -417,6 +428,35 @@ class Router:
         if not is_valid_uri(hello.realm):
             peer.send([wire.ABORT, {"message": f"realm {hello.realm!r} is not a URI"}, INVALID_URI])
             return
+        if self.check_ticket is None:
+            self._welcome(peer, hello, None, "anonymous", "anonymous")
+            return
+        methods, authid = hello.details.get("authmethods"), hello.details.get("authid")
+        if not isinstance(methods, list) or "ticket" not in methods or not isinstance(authid, str):
+            peer.send([wire.ABORT, {"message": "this router takes ticket authentication (an authid and "
+                                    "its password)"}, NO_AUTH_METHOD])
+            return
+        peer.challenged = hello
+        peer.send([wire.CHALLENGE, "ticket", {}])
+
+    async def _authenticate(self, peer: Peer, message: wire.Authenticate) -> None:
+        """Advanced Profile, "Ticket-based Authentication": the ticket is the password of
+        the ``--users`` user named by HELLO's authid (SPEC §15); scrypt runs in a thread,
+        the connection's later messages wait for it."""
+        hello, peer.challenged = peer.challenged, None
+        assert hello is not None and self.check_ticket is not None
+        authid = hello.details["authid"]
+        accepted = await asyncio.to_thread(self.check_ticket, authid, message.signature)
+        if peer.session.closed:
+            return
+        if not accepted:
+            peer.send([wire.ABORT, {"message": "wrong authid or ticket"}, AUTHENTICATION_FAILED])
+            return
+        self._welcome(peer, hello, authid, "user", "ticket")
+
+    def _welcome(self, peer: Peer, hello: wire.Hello, authid: str | None, authrole: str, method: str) -> None:
+        """WELCOME (§"Session Establishment"); without authentication the authid is the
+        session ID."""
         realm = self.realms.get(hello.realm)
         if realm is None:
             realm = self.realms[hello.realm] = Realm(hello.realm, hello.realm == BRIDGED_REALM)
@@ -424,17 +464,19 @@ class Router:
         while session_id in self._sessions:
             session_id = global_id()
         self._sessions.add(session_id)
-        peer.id, peer.realm, peer.roles = session_id, realm, roles
-        peer.authid = str(session_id)
+        peer.id, peer.realm, peer.roles = session_id, realm, hello.details["roles"]
+        peer.authid = str(session_id) if authid is None else authid
+        peer.authrole = authrole
         realm.peers[session_id] = peer
         peer.session.name = peer.authid
         self.hub.touch(peer.session)
         peer.send([wire.WELCOME, session_id, {
             "realm": realm.name, "authid": peer.authid, "authrole": peer.authrole,
-            "authmethod": "anonymous", "authprovider": "static", "roles": ROLES,
+            "authmethod": method, "authprovider": "static", "roles": ROLES,
         }])
 
     def _abort(self, peer: Peer, abort: wire.Abort) -> None:
+        peer.challenged = None
         self.leave(peer)
 
     def _goodbye(self, peer: Peer, goodbye: wire.Goodbye) -> None:
@@ -545,7 +587,7 @@ class Router:
             "publisher": event.publisher, "rules": event.rules,
         }, use_bin_type=True)
         publication = Publication(topic, payload_of(event.args, event.kwargs),
-                                  Sender(SENDER_PROTOCOL, peer.authid), native=Outgoing.binary(native))
+                                  Sender(SENDER_PROTOCOL, str(peer.id)), native=Outgoing.binary(native))
         self.hub.publish(publication, exclude=peer.session.id if exclude_me else None)
 
     def deliver_bridged(self, publication: Publication, serializer: Serializer, exclude: str | None) -> None:

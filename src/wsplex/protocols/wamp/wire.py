@@ -40,6 +40,8 @@ import orjson
 HELLO: Final = 1
 WELCOME: Final = 2
 ABORT: Final = 3
+CHALLENGE: Final = 4
+AUTHENTICATE: Final = 5
 GOODBYE: Final = 6
 ERROR: Final = 8
 PUBLISH: Final = 16
@@ -84,6 +86,14 @@ class Hello:
 class Abort:
     details: dict[str, Any]
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """The answer to a CHALLENGE (Advanced Profile, "Ticket-based Authentication")."""
+
+    signature: str
+    extra: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +173,8 @@ class Yield:
 
 
 Message = (
-    Hello | Abort | Goodbye | Error | Publish | Subscribe | Unsubscribe | Call | Cancel | Register
-    | Unregister | Yield
+    Hello | Abort | Authenticate | Goodbye | Error | Publish | Subscribe | Unsubscribe | Call | Cancel
+    | Register | Unregister | Yield
 )
 
 # -- field checks -----------------------------------------------------------------
@@ -240,6 +250,11 @@ def _abort(f: list[Any]) -> Message:
     return Abort(_dict(f[1], "ABORT.Details"), _str(f[2], "ABORT.Reason"))
 
 
+def _authenticate(f: list[Any]) -> Message:
+    _arity(f, 3, 3, "AUTHENTICATE")
+    return Authenticate(_str(f[1], "AUTHENTICATE.Signature"), _dict(f[2], "AUTHENTICATE.Extra"))
+
+
 def _goodbye(f: list[Any]) -> Message:
     _arity(f, 3, 3, "GOODBYE")
     return Goodbye(_dict(f[1], "GOODBYE.Details"), _str(f[2], "GOODBYE.Reason"))
@@ -303,7 +318,8 @@ def _yield(f: list[Any]) -> Message:
 
 
 _PARSERS = {
-    HELLO: _hello, ABORT: _abort, GOODBYE: _goodbye, ERROR: _error, PUBLISH: _publish,
+    HELLO: _hello, ABORT: _abort, AUTHENTICATE: _authenticate, GOODBYE: _goodbye, ERROR: _error,
+    PUBLISH: _publish,
     SUBSCRIBE: _subscribe, UNSUBSCRIBE: _unsubscribe, CALL: _call, CANCEL: _cancel,
     REGISTER: _register, UNREGISTER: _unregister, YIELD: _yield,
 }
