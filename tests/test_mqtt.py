@@ -210,7 +210,7 @@ async def test_connack_announces_what_the_server_supports(server: Server) -> Non
     _, _, props = await client.connect()
     assert props.ReceiveMaximum > 0 and props.TopicAliasMaximum > 0
     assert props.MaximumPacketSize == server.settings.max_message_size
-    assert props.SharedSubscriptionAvailable == 0
+    assert not hasattr(props, "SharedSubscriptionAvailable")  # absent: available (5.0 §3.2.2.3.15)
     await client.stop()
 
 
@@ -292,3 +292,22 @@ async def test_status_counts_the_brokers_sessions(start_server: ServerFactory) -
         assert (status["mqtt_sessions"], status["mqtt_subscriptions"], status["mqtt_dropped"]) == (1, 2, 0)
     finally:
         await client.stop()
+
+
+@VERSIONS
+async def test_a_shared_subscription_group_gets_each_message_once(clients: Clients,
+                                                                 version: MQTTProtocolVersion) -> None:
+    """5.0 §4.8.2: ``$share/GROUP/FILTER``: the members take turns; a plain subscriber of
+    the same filter gets everything."""
+    workers = [await clients(f"worker-{n}", version=version) for n in range(2)]
+    for worker in workers:
+        await worker.subscribe("$share/pool/jobs/+", 1)
+    auditor = await clients("auditor", version=version)
+    await auditor.subscribe("jobs/+", 1)
+    sender = await clients("sender", version=version)
+    for n in range(4):
+        await sender.publish(f"jobs/{n}", str(n), 1)
+    seen = [(await auditor.next_message()).payload for _ in range(4)]
+    assert seen == [b"0", b"1", b"2", b"3"]
+    shares = [[(await worker.next_message()).payload for _ in range(2)] for worker in workers]
+    assert sorted(shares[0] + shares[1]) == [b"0", b"1", b"2", b"3"]  # each once, two each

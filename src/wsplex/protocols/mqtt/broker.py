@@ -105,7 +105,7 @@ from wsplex.protocols.mqtt.codec import (
     encode_unsuback,
     protocol_error,
 )
-from wsplex.protocols.mqtt.state import ClientSession, Connection, Message, Subscription
+from wsplex.protocols.mqtt.state import ClientSession, Connection, Message, Subscription, parse_shared
 
 log = logging.getLogger("wsplex.mqtt")
 
@@ -190,6 +190,7 @@ class MQTTProtocol(Protocol):
         self._wills: dict[str, asyncio.TimerHandle] = {}  # client id -> a delayed will
         self._sweeper: asyncio.TimerHandle | None = None
         self._standins = itertools.count(1)
+        self._turns: dict[tuple[str, str], int] = {}  # shared subscription groups' round robin
         self._dropped = 0  # queued messages dropped past --mqtt-max-queued, since start
         context.stats.figures.update(self._figures())
 
@@ -451,7 +452,6 @@ class MQTTProtocol(Protocol):
             Prop.RECEIVE_MAXIMUM: RECEIVE_MAXIMUM,
             Prop.MAXIMUM_PACKET_SIZE: self._packet_limit,
             Prop.TOPIC_ALIAS_MAXIMUM: TOPIC_ALIAS_MAXIMUM,
-            Prop.SHARED_AVAILABLE: 0,
         }
         if assigned is not None:
             values[Prop.ASSIGNED_CLIENT_ID] = assigned
@@ -499,7 +499,7 @@ class MQTTProtocol(Protocol):
         standin.name = client.client_id
         standin.state = client
         client.standin = standin
-        for topic_filter in client.subscriptions:
+        for topic_filter in client.hub_filters():
             self.hub.subscribe(topic_filter, standin)
         if client.expiry < NEVER:
             loop = asyncio.get_running_loop()
@@ -524,7 +524,7 @@ class MQTTProtocol(Protocol):
         if standin is None:
             return
         client.standin = None
-        for topic_filter in client.subscriptions:
+        for topic_filter in client.hub_filters():
             self.hub.unsubscribe(topic_filter, standin)
 
     def _resume_session(self, conn: Connection, client: ClientSession) -> None:
@@ -533,7 +533,7 @@ class MQTTProtocol(Protocol):
         if client.expiry_timer is not None:
             client.expiry_timer.cancel()
             client.expiry_timer = None
-        for topic_filter in client.subscriptions:
+        for topic_filter in client.hub_filters():
             self.hub.subscribe(topic_filter, conn.session)
         self._unpark(client)
         for message in list(client.inflight.values()):
@@ -633,21 +633,23 @@ class MQTTProtocol(Protocol):
         reasons: list[int] = []
         retained: list[str] = []
         for request in packet.requests:
-            topic_filter = request.topic_filter
-            if topic_filter.startswith("$share/"):
-                reasons.append(Reason.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else RC311_SUBACK_FAILURE)
-                continue
-            if filter_error(topic_filter) is not None:
+            written = request.topic_filter
+            shared = parse_shared(written)
+            group, topic_filter = shared if shared is not None else (None, written)
+            if filter_error(topic_filter) is not None:  # an empty group name too, [MQTT-4.8.2-1]
                 reasons.append(Reason.TOPIC_FILTER_INVALID if v5 else RC311_SUBACK_FAILURE)
                 continue
-            existed = topic_filter in client.subscriptions
-            client.subscriptions[topic_filter] = Subscription(
-                request.qos, request.no_local, request.retain_as_published, request.retain_handling,
-                identifier)  # [MQTT-3.8.4-3]: a repeated filter replaces the subscription
+            if group is not None and request.no_local:
+                raise protocol_error("No Local on a shared subscription")  # [MQTT-3.8.3-4]
+            existed = written in client.subscriptions
+            client.subscriptions[written] = Subscription(
+                topic_filter, request.qos, request.no_local, request.retain_as_published,
+                request.retain_handling, identifier, group)  # [MQTT-3.8.4-3]: a repeat replaces it
             self.hub.subscribe(topic_filter, conn.session)
             reasons.append(request.qos)  # every QoS is supported: granted as asked
-            if request.retain_handling == 0 or (request.retain_handling == 1 and not existed):
-                retained.append(topic_filter)
+            if group is None and (request.retain_handling == 0
+                                  or (request.retain_handling == 1 and not existed)):
+                retained.append(written)  # none for a shared subscription (5.0 §4.8.2)
         conn.session.send_bytes(encode_suback(conn.level, packet.packet_id, reasons))
         return self._send_retained(conn, retained) if retained else None
 
@@ -674,9 +676,11 @@ class MQTTProtocol(Protocol):
         client = conn.client
         assert client is not None
         reasons: list[int] = []
-        for topic_filter in packet.filters:
-            if client.subscriptions.pop(topic_filter, None) is not None:
-                self.hub.unsubscribe(topic_filter, conn.session)
+        for written in packet.filters:
+            subscription = client.subscriptions.pop(written, None)
+            if subscription is not None:
+                if subscription.topic_filter not in client.hub_filters():
+                    self.hub.unsubscribe(subscription.topic_filter, conn.session)
                 reasons.append(Reason.SUCCESS)
             else:
                 reasons.append(Reason.NO_SUBSCRIPTION_EXISTED)
@@ -724,62 +728,52 @@ class MQTTProtocol(Protocol):
         self, publication: Publication, sessions: Mapping[str, Session], exclude: str | None
     ) -> None:
         """Each receiver gets its own QoS, packet id and subscription identifiers; the QoS 0
-        PUBLISH that most receivers share is built once per protocol level."""
+        PUBLISH that most receivers share is built once per protocol level. A shared
+        subscription's group (5.0 §4.8.2) gets each publication once: its members take
+        turns (per node: each node's members share what that node receives)."""
         qos, props = _read_meta(publication, self.name)
         expires = _expires(publication, props)
         if expires is not None and expires <= time.time():
             return  # 5.0 §3.3.2.3.3: expired, not delivered
+        fanout = _Fanout(self, publication, qos, props, expires)
         sender = publication.sender
         own = sender.name if sender.protocol == self.name else None
-        shared: dict[int, Outgoing] = {}
-        common: Properties | None = None
+        groups: dict[tuple[str, str], list[tuple[ClientSession, Subscription]]] = {}
         for session in list(sessions.values()):
             if session.id == exclude:
                 continue
-            state = session.state
-            if type(state) is Connection:
-                conn: Connection | None = state
-                if not state.connected:
-                    continue
-                client = state.client
-                assert client is not None
-            elif type(state) is ClientSession:
-                conn, client = None, state
-            else:
+            client = _client_of(session)
+            if client is None:
                 continue
             best, rap = -1, False
             ids: list[int] = []
-            for _, subscription in client.matching(publication.topic):
+            for subscription in client.matching(publication.topic):
+                group = subscription.group
+                if group is not None:
+                    groups.setdefault((group, subscription.topic_filter), []).append((client, subscription))
+                    continue
                 if subscription.no_local and own == client.client_id:
                     continue  # 5.0 [MQTT-3.8.3-3]
                 best = max(best, subscription.qos)
                 rap = rap or subscription.retain_as_published
                 if subscription.identifier:
                     ids.append(subscription.identifier)
-            if best < 0:
-                continue
-            granted = min(qos, best)
-            retain = publication.retain and rap  # 3.1.1 [MQTT-3.3.1-9], 5.0 §3.8.3.1
-            if granted == 0:
-                if conn is None:
-                    continue  # QoS 0 is not queued for an absent client
-                if not ids and not retain:
-                    outgoing = shared.get(conn.level)
-                    if outgoing is None:
-                        if common is None:
-                            common = self._properties_for(publication, props, ())
-                        outgoing = shared[conn.level] = Outgoing.binary(encode_publish(
-                            conn.level, Publish(publication.topic, publication.data, 0, False,
-                                                properties=_with_expiry(common, expires))))
-                    if not conn.max_packet or len(outgoing.payload) <= conn.max_packet:
-                        conn.session.send(outgoing)
-                    continue
-            message = Message(publication.topic, publication.data, granted, retain,
-                              self._properties_for(publication, props, tuple(ids)), expires)
-            if conn is None:
-                self._enqueue(client, message)
-            else:
-                self._offer(conn, client, message)
+            if best >= 0:
+                # 3.1.1 [MQTT-3.3.1-9], 5.0 §3.8.3.1: RETAIN kept only with Retain As Published.
+                fanout.send(client, min(qos, best), publication.retain and rap, tuple(ids))
+        for key, members in groups.items():
+            client, subscription = self._turn(key, members)
+            fanout.send(client, min(qos, subscription.qos),
+                        publication.retain and subscription.retain_as_published,
+                        (subscription.identifier,) if subscription.identifier else ())
+
+    def _turn(self, key: tuple[str, str],
+              members: list[tuple[ClientSession, Subscription]]) -> tuple[ClientSession, Subscription]:
+        """The member of a shared subscription whose turn it is, a connected one if any."""
+        live = [member for member in members if member[0].connection is not None] or members
+        turn = self._turns.get(key, 0)
+        self._turns[key] = turn + 1
+        return live[turn % len(live)]
 
     def _properties_for(self, publication: Publication, props: Properties,
                         ids: tuple[int, ...]) -> Properties:
@@ -820,6 +814,59 @@ class MQTTProtocol(Protocol):
                 conn.client.inflight.pop(message.packet_id, None)
             return
         conn.session.send_bytes(data)
+
+
+def _client_of(session: Session) -> ClientSession | None:
+    """The MQTT session a hub subscriber stands for: a live connection's, or an away
+    client's (its stand-in); None for a connection that is not (or no longer) connected."""
+    state = session.state
+    if type(state) is Connection:
+        return state.client if state.connected else None
+    return state if type(state) is ClientSession else None
+
+
+class _Fanout:
+    """One publication on its way to this node's MQTT receivers (``deliver``)."""
+
+    __slots__ = ("_common", "_shared", "broker", "expires", "props", "publication", "qos")
+
+    def __init__(self, broker: MQTTProtocol, publication: Publication, qos: int, props: Properties,
+                 expires: float | None) -> None:
+        self.broker = broker
+        self.publication = publication
+        self.qos = qos
+        self.props = props
+        self.expires = expires
+        self._shared: dict[int, Outgoing] = {}  # the plain QoS 0 PUBLISH, by protocol level
+        self._common: Properties | None = None
+
+    def send(self, client: ClientSession, qos: int, retain: bool, ids: tuple[int, ...]) -> None:
+        conn = client.connection
+        publication = self.publication
+        if qos == 0:
+            if conn is None:
+                return  # QoS 0 is not queued for a client that is away
+            if not ids and not retain:
+                self._send_plain(conn)
+                return
+        message = Message(publication.topic, publication.data, qos, retain,
+                          self.broker._properties_for(publication, self.props, ids), self.expires)
+        if conn is None:
+            self.broker._enqueue(client, message)
+        else:
+            self.broker._offer(conn, client, message)
+
+    def _send_plain(self, conn: Connection) -> None:
+        outgoing = self._shared.get(conn.level)
+        if outgoing is None:
+            if self._common is None:
+                self._common = self.broker._properties_for(self.publication, self.props, ())
+            publication = self.publication
+            packet = Publish(publication.topic, publication.data,
+                             properties=_with_expiry(self._common, self.expires))
+            outgoing = self._shared[conn.level] = Outgoing.binary(encode_publish(conn.level, packet))
+        if not conn.max_packet or len(outgoing.payload) <= conn.max_packet:
+            conn.session.send(outgoing)
 
 
 def _expires(publication: Publication, props: Properties) -> float | None:

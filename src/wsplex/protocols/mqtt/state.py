@@ -33,15 +33,40 @@ if TYPE_CHECKING:
 MAX_PACKET_ID = 65_535
 
 
+#: 5.0 §4.8.2: ``$share/GROUP/FILTER``.
+SHARE_PREFIX = "$share/"
+
+
 @dataclass(slots=True)
 class Subscription:
-    """One filter of a client with its options (5.0 §3.8.3.1)."""
+    """One filter of a client with its options (5.0 §3.8.3.1).
 
+    ``topic_filter`` is the filter matched against topics: for a shared
+    subscription ``$share/GROUP/FILTER`` (5.0 §4.8.2) it is FILTER and ``group``
+    is GROUP.
+    """
+
+    topic_filter: str
     qos: int
     no_local: bool = False
     retain_as_published: bool = False
     retain_handling: int = 0
     identifier: int | None = None
+    group: str | None = None
+
+
+def parse_shared(requested: str) -> tuple[str, str] | None:
+    """(GROUP, FILTER) of ``$share/GROUP/FILTER``, or None when ``requested`` is not shared.
+
+    A group name is at least one character, without ``/``, ``+`` or ``#``
+    [MQTT-4.8.2-1, -2]; an invalid one makes the whole filter invalid: ("", "").
+    """
+    if not requested.startswith(SHARE_PREFIX):
+        return None
+    group, sep, topic_filter = requested[len(SHARE_PREFIX):].partition("/")
+    if not sep or not group or "+" in group or "#" in group or not topic_filter:
+        return "", ""
+    return group, topic_filter
 
 
 @dataclass(slots=True)
@@ -69,7 +94,7 @@ class ClientSession:
 
     client_id: str
     max_queued: int
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # by the filter as written
     inflight: dict[int, Message] = field(default_factory=dict)
     queue: deque[Message] = field(default_factory=deque)
     awaiting_release: set[int] = field(default_factory=set)
@@ -98,10 +123,15 @@ class ClientSession:
             return True
         return False
 
-    def matching(self, topic: str) -> Iterator[tuple[str, Subscription]]:
-        for topic_filter, subscription in self.subscriptions.items():
-            if matches(topic_filter, topic):
-                yield topic_filter, subscription
+    def matching(self, topic: str) -> Iterator[Subscription]:
+        for subscription in self.subscriptions.values():
+            if matches(subscription.topic_filter, topic):
+                yield subscription
+
+    def hub_filters(self) -> set[str]:
+        """The filters the hub delivers for: one hub subscription serves a plain and a
+        shared subscription to the same filter."""
+        return {subscription.topic_filter for subscription in self.subscriptions.values()}
 
 
 @dataclass(slots=True)
