@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from support import ServerFactory, ws_url
 from support.mqtt import V5, V311, Paho, properties
+from wsplex.app.users import hash_password
 from wsplex.server import Server
 
 PROTOCOLS = ("mqtt", "chat", "JSONsvc", "echo")
@@ -311,3 +313,22 @@ async def test_a_shared_subscription_group_gets_each_message_once(clients: Clien
     assert seen == [b"0", b"1", b"2", b"3"]
     shares = [[(await worker.next_message()).payload for _ in range(2)] for worker in workers]
     assert sorted(shares[0] + shares[1]) == [b"0", b"1", b"2", b"3"]  # each once, two each
+
+
+@VERSIONS
+async def test_with_users_the_password_must_match(start_server: ServerFactory, tmp_path: Path,
+                                                  version: MQTTProtocolVersion) -> None:
+    """SPEC §11, §15: CONNACK 0x04 (3.1.1) or 0x86 (5.0) for a wrong password."""
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users]\nalice = "{hash_password("s3cret", n=16, r=1, p=1)}"\n')
+    server = await start_server(protocols=("mqtt",), users_file=str(users))
+    wrong = Paho(server.port, "w", version=version)
+    wrong.client.username_pw_set("alice", "guess")
+    reason, _, _ = await wrong.connect()
+    assert int(reason.value) in (0x86, 0x04) and reason.is_failure
+    await wrong.stop()
+    right = Paho(server.port, "r", version=version)
+    right.client.username_pw_set("alice", "s3cret")
+    reason, _, _ = await right.connect()
+    assert reason == 0
+    await right.stop()

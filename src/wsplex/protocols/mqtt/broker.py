@@ -75,6 +75,7 @@ from wsplex.protocols.mqtt.codec import (
     LEVEL_311,
     NO_PROPERTIES,
     PINGRESP,
+    RC311_BAD_CREDENTIALS,
     RC311_BAD_VERSION,
     RC311_IDENTIFIER_REJECTED,
     RC311_SERVER_UNAVAILABLE,
@@ -401,6 +402,11 @@ class MQTTProtocol(Protocol):
 
     async def _accept(self, conn: Connection, packet: Connect, client_id: str, assigned: bool) -> None:
         session = conn.session
+        if not await self._authenticated(packet):
+            if not session.closed:
+                code = Reason.BAD_USERNAME_OR_PASSWORD if conn.level == LEVEL_5 else RC311_BAD_CREDENTIALS
+                self._refuse(conn, conn.level, code, "bad user name or password")
+            return
         if not await self._take_client_id(conn, client_id):
             if not session.closed:
                 code = Reason.SERVER_UNAVAILABLE if conn.level == LEVEL_5 else RC311_SERVER_UNAVAILABLE
@@ -436,6 +442,20 @@ class MQTTProtocol(Protocol):
             client_id if assigned else None, expiry, packet) if v5 else NO_PROPERTIES))
         if present:
             self._resume_session(conn, client)
+
+    async def _authenticated(self, packet: Connect) -> bool:
+        """SPEC §11, §15: with ``--users`` the user name and password must match a user
+        (3.1.1 §3.1.3.4-5, 5.0 §3.1.3.5-6); without it they are accepted and ignored."""
+        users = self.context.users
+        if not users.enabled:
+            return True
+        if packet.username is None or packet.password is None:
+            return False
+        try:
+            password = packet.password.decode()
+        except UnicodeDecodeError:
+            return False
+        return await asyncio.to_thread(users.check, packet.username, password)  # scrypt: off the loop
 
     def _expiry(self, packet: Connect) -> float:
         """Seconds the session outlives the connection (5.0 §3.1.2.11.2; 3.1.1: Clean
