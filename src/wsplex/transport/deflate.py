@@ -25,11 +25,14 @@ from wsplex.app.session import Hook, Session
 from wsplex.http.handshake import Accept
 from wsplex.transport.connection import Connection, Shared
 from wsplex.transport.picows_workarounds import GuardedTransport
-from wsplex.ws.deflate import DeflateWebSocket
+from wsplex.ws.connection import State
+from wsplex.ws.deflate import Deflate, DeflateWebSocket
 from wsplex.ws.frames import Opcode
 
 _TEXT_OPCODE = int(Opcode.TEXT)
 _BINARY_OPCODE = int(Opcode.BINARY)
+_OPEN = State.OPEN
+_FAILING = State.FAILING
 
 
 class DeflateSession(Session):
@@ -62,28 +65,40 @@ class DeflateConnection(Connection):
         super().on_ws_frame(transport, frame)
 
     def send_message(self, message: Outgoing) -> None:
-        """Queue ``message``, compressed when worth it (SPEC §14: not below the threshold)."""
-        plain = message.frame
-        payload = message.payload
+        """Queue ``message``, compressed when worth it (SPEC §14: not below the threshold).
+
+        The fan-out's inner loop for these receivers: ``write_frame`` is inlined.
+        """
+        frame = message.frame
         ws = self.ws
         deflate = ws.deflate
-        if len(payload) < deflate.threshold:
-            self.write_frame(plain)
-            return
+        if len(message.payload) >= deflate.threshold:
+            plain = frame
+            cache = message.compressed  # never holds a Deflate with context takeover
+            cached = cache.get(deflate) if cache is not None else None
+            frame = cached if cached is not None else self._compress(message, deflate)
+            if frame is not plain:
+                stats = self.stats
+                stats.compressed_messages_out += 1
+                stats.compression_saved_bytes += len(plain) - len(frame)
+        state = ws.state
+        if state is _OPEN or state is _FAILING:
+            pending = self.pending
+            if pending is None:
+                self.pending = [frame]
+                if not self.receiving:
+                    self.shared.flusher.mark(self)
+            else:
+                pending.append(frame)
+
+    def _compress(self, message: Outgoing, deflate: Deflate) -> bytes:
+        """The first receiver with these parameters compresses, for all of them (no context)."""
+        self.stats.compressions += 1
         opcode = _TEXT_OPCODE if message.is_text else _BINARY_OPCODE
-        if deflate.server_no_context_takeover:
-            cache = message.compressed
-            if cache is None:
-                cache = message.compressed = {}
-            frame = cache.get(deflate)
-            if frame is None:
-                frame = cache[deflate] = deflate.frame(opcode, payload, plain)
-                self.stats.compressions += 1
-        else:
-            frame = ws.compressed_frame(opcode, payload, plain)
-            self.stats.compressions += 1
-        if frame is not plain:
-            stats = self.stats
-            stats.compressed_messages_out += 1
-            stats.compression_saved_bytes += len(plain) - len(frame)
-        self.write_frame(frame)
+        if not deflate.server_no_context_takeover:
+            return self.ws.compressed_frame(opcode, message.payload, message.frame)
+        frame = deflate.frame(opcode, message.payload, message.frame)
+        if message.compressed is None:
+            message.compressed = {}
+        message.compressed[deflate] = frame
+        return frame

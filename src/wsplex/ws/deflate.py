@@ -154,9 +154,13 @@ class DeflateSettings:
     threshold: int = 128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Deflate:
-    """The parameters in force on a connection (interned: compare with ``is``)."""
+    """The parameters in force on a connection (interned: compare with ``is``).
+
+    Equality and hash are identity's: the fan-out looks one up per receiver, and a
+    generated hash of ten fields would cost more than the rest of the delivery.
+    """
 
     server_no_context_takeover: bool
     client_no_context_takeover: bool
