@@ -482,6 +482,8 @@ async def test_realm1_topic_uris_are_topic_names(server: Server) -> None:
     assert (await receive(ws))[4] == "wamp.error.invalid_uri"  # '/' is the topic separator
     await ws.send(json.dumps([16, 2, {"acknowledge": True}, "$SYS.x", []]))
     assert (await receive(ws))[4] == "wamp.error.not_authorized"  # the server's topics (SPEC §10)
+    await ws.send(json.dumps([32, 3, {}, "a" * 70_000]))
+    assert (await receive(ws))[4] == "wamp.error.invalid_uri"  # past a topic's 65,535 bytes
     await ws.close()
 
 

@@ -53,6 +53,7 @@ def messages() -> st.SearchStrategy[list[Any]]:
     return st.one_of(
         st.tuples(st.just(wire.HELLO), uris, st.just({"roles": {"caller": {}}})).map(list),
         st.tuples(st.just(wire.GOODBYE), dicts, uris).map(list),
+        st.tuples(st.just(wire.AUTHENTICATE), st.text(max_size=8), dicts).map(list),
         st.tuples(st.just(wire.ABORT), dicts, uris).map(list),
         st.builds(lambda r, o, t, p: [wire.PUBLISH, r, o, t, *p], ids, dicts, uris, payloads),
         st.tuples(st.just(wire.SUBSCRIBE), ids, dicts, uris).map(list),
@@ -76,7 +77,7 @@ def test_valid_messages_decode_in_both_serialisations(message: list[Any]) -> Non
     from_msgpack = MSGPACK.decode(MSGPACK.encode(message))
     assert from_json == from_msgpack
     assert type(from_json).__name__.upper() == {
-        1: "HELLO", 3: "ABORT", 6: "GOODBYE", 8: "ERROR", 16: "PUBLISH", 32: "SUBSCRIBE",
+        1: "HELLO", 3: "ABORT", 5: "AUTHENTICATE", 6: "GOODBYE", 8: "ERROR", 16: "PUBLISH", 32: "SUBSCRIBE",
         34: "UNSUBSCRIBE", 48: "CALL", 49: "CANCEL", 64: "REGISTER", 66: "UNREGISTER", 70: "YIELD",
     }[message[0]]
 

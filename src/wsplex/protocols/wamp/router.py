@@ -33,7 +33,17 @@ from typing import Any, Final
 import msgpack
 import orjson
 
-from wsplex.app import CloseCode, HookResult, Hub, Outgoing, Publication, Sender, Session, is_server_topic
+from wsplex.app import (
+    CloseCode,
+    HookResult,
+    Hub,
+    Outgoing,
+    Publication,
+    Sender,
+    Session,
+    is_server_topic,
+    topic_error,
+)
 from wsplex.protocols.wamp import wire
 from wsplex.protocols.wamp.wire import MAX_ID, Message, ProtocolViolation, Serializer, is_valid_uri
 
@@ -105,7 +115,11 @@ def uri_topic(uri: str) -> str:
     separator or wildcard (``/``, ``+``) have no topic and are refused."""
     if any(c in uri for c in "/+"):
         raise RequestFailed(INVALID_URI, f"URI {uri!r}: '/' and '+' cannot be in a realm1 topic URI")
-    return uri.replace(".", "/")
+    topic = uri.replace(".", "/")
+    problem = topic_error(topic)
+    if problem is not None:
+        raise RequestFailed(INVALID_URI, problem)
+    return topic
 
 
 def topic_uri(topic: str) -> str | None:
