@@ -16,6 +16,7 @@ from support.sample_protocols import Shout
 from wsplex.app.registry import ProtocolLoadError, load_named
 
 SAMPLE = Path(__file__).parent / "support" / "sample_protocols.py"
+GUIDE = Path(__file__).parent.parent / "docs" / "plugins.md"
 WSPLEX = str(Path(sys.executable).parent / "wsplex")  # the console script, not python -m
 
 
@@ -64,3 +65,23 @@ def test_an_entry_point_must_be_named_as_its_class() -> None:
     assert load_named("shout", "support.sample_protocols:Shout") is Shout
     with pytest.raises(ProtocolLoadError, match=r"entry point 'loud' .* is protocol 'shout'"):
         load_named("loud", "support.sample_protocols:Shout")
+
+
+def doc_block(first_line: str) -> str:
+    """The Python block of docs/plugins.md that starts with ``first_line``."""
+    text = GUIDE.read_text()
+    start = text.index("```python\n" + first_line + "\n") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_the_guide_example_and_its_test_pass(tmp_path: Path) -> None:
+    """docs/plugins.md's protocol and test, run as a plugin author runs them."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "board.py").write_text(doc_block("# mypkg/board.py"))
+    (tmp_path / "test_board.py").write_text(doc_block("# test_board.py"))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-o", "asyncio_mode=auto", "test_board.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
