@@ -603,3 +603,38 @@ async def test_a_challenge_wants_authenticate(guarded: Server) -> None:
     await ws.send(json.dumps([48, 1, {}, "com.example.x", []]))
     code, _, reason = await receive(ws)
     assert (code, reason) == (3, "wamp.error.protocol_violation")
+
+
+@pytest.mark.parametrize("mode", ["skip", "kill", "killnowait"])
+async def test_cancel_modes(server: Server, join: Open, mode: str) -> None:
+    """Advanced Profile, "Call Canceling": skip answers the caller and leaves the callee
+    alone; kill interrupts the callee and forwards its answer; killnowait does both."""
+    callee = await join("msgpack")
+    started: asyncio.Queue[None] = asyncio.Queue()
+    interrupted: asyncio.Queue[None] = asyncio.Queue()
+
+    async def slow() -> None:
+        started.put_nowait(None)
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            interrupted.put_nowait(None)
+            error: Any = ApplicationError  # not annotated by Autobahn
+            raise error("com.example.interrupted") from None
+
+    await callee.register(slow, "com.example.slow")
+    await callee.register(lambda: "marker", "com.example.marker")
+    ws = await raw(server)
+    await ws.send(json.dumps([48, 1, {}, "com.example.slow", []]))
+    await asyncio.wait_for(started.get(), TIMEOUT)
+    await ws.send(json.dumps([49, 1, {"mode": mode}]))
+    code, request_type, request, _, error, *_ = await receive(ws)
+    expected = "com.example.interrupted" if mode == "kill" else "wamp.error.canceled"  # kill: the callee's
+    assert (code, request_type, request, error) == (8, 48, 1, expected)
+    await ws.send(json.dumps([48, 2, {}, "com.example.marker", []]))
+    assert await receive(ws) == [50, 2, {}, ["marker"]]  # nothing more about call 1 came first
+    if mode == "skip":
+        assert interrupted.empty()  # the INTERRUPT would have reached the callee before the marker
+    else:
+        await asyncio.wait_for(interrupted.get(), TIMEOUT)
+    await ws.close()
