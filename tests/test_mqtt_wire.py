@@ -7,6 +7,7 @@ can be split across messages, packed into one, or broken on purpose.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -326,3 +327,21 @@ async def test_nothing_bigger_than_the_clients_maximum_packet_size_is_sent(wire:
                     encode_publish(LEVEL_5, Publish("m", b"fits", 1, packet_id=1)))
     got = dict([await wire.packet(), await wire.packet()])  # the delivery, and the PUBACK
     assert got[0x40] == b"\x00\x01" and got[0x32].endswith(b"fits")
+
+
+@LEVELS
+async def test_garbage_after_connect_ends_only_that_connection(server: Server, wire: Wire,
+                                                               level: int) -> None:
+    """Random bytes (seeded, so a failure repeats) after a CONNECT: each connection ends or
+    waits for more, and a bystander is served throughout."""
+    await connected(wire, level, "bystander")
+    rng = random.Random(13)
+    for n in range(60):
+        garbage = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 80)))
+        async with await open_wire(server) as ws:
+            victim = Wire(ws)
+            await connected(victim, level, f"victim-{n}")
+            await victim.send(garbage)
+        await wire.send(b"\xc0\x00")
+        assert await wire.packet() == (0xD0, b"")
+    assert server.stats.closes[1011] == 0  # no hook crashed on any of it
