@@ -29,6 +29,7 @@ from wsplex.protocols.mqtt.codec import (
     Type,
     encode_ack,
     encode_connect,
+    encode_properties,
     encode_publish,
     encode_subscribe,
     packet,
@@ -345,3 +346,31 @@ async def test_garbage_after_connect_ends_only_that_connection(server: Server, w
         await wire.send(b"\xc0\x00")
         assert await wire.packet() == (0xD0, b"")
     assert server.stats.closes[1011] == 0  # no hook crashed on any of it
+
+
+async def test_session_expiry_set_at_disconnect(start_server: ServerFactory) -> None:
+    """5.0 §3.14.2.2.2: a DISCONNECT may change a non-zero Session Expiry Interval (0 ends the
+    session with the connection), and may not set one after 0 at CONNECT [MQTT-3.14.2-2]."""
+    server = await start_server(protocols=("mqtt",))
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(LEVEL_5, "brief"))
+        await wire.packet()
+        await wire.send(packet(Type.DISCONNECT, 0, b"\x00" + encode_properties(
+            Properties({Prop.SESSION_EXPIRY: 0}))))
+        assert await wire.closed() == 1000
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(LEVEL_5, "brief"))
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0x20, 0)  # the session ended: none present
+        await wire.send(packet(Type.DISCONNECT, 0, b"\x00" + encode_properties(
+            Properties({Prop.SESSION_EXPIRY: 60}))))
+        assert await wire.closed() == 1000  # allowed: it was not 0
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await connected(wire, LEVEL_5, "never")
+        await wire.send(packet(Type.DISCONNECT, 0, b"\x00" + encode_properties(
+            Properties({Prop.SESSION_EXPIRY: 60}))))
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0xE0, 0x82)
