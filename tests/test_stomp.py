@@ -389,3 +389,20 @@ async def test_mqtt_and_stomp_hear_each_other(start_server: ServerFactory) -> No
     assert message.headers["from"] == "mqtt:sensor-1"
     await sensor.disconnect()
     await client.disconnect()
+
+
+async def test_stomp_py_heart_beats_both_ways(start_server: ServerFactory) -> None:
+    """stomp.py beats every 100 ms and wants ours as often: six of the server's beats (half
+    a second) come while the server, which drops a client silent for 200 ms, keeps it."""
+    server = await start_server(protocols=STOMP, stomp_heart_beat=100)
+    client = StompPy(server, heart_beats=(100, 100), binary=True)
+    await client.connect()
+    for _ in range(6):
+        assert await client.event("HEARTBEAT") is None
+    client.conn.send("/topic/alive", "yes", headers={"receipt": "r"})
+    while True:  # the server's beats go on meanwhile
+        got, frame = await asyncio.to_thread(client.events.get, timeout=TIMEOUT)
+        if got != "HEARTBEAT":
+            break
+    assert (got, frame.headers["receipt-id"] if frame is not None else None) == ("RECEIPT", "r")
+    await client.disconnect()

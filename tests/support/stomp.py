@@ -46,17 +46,25 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
     def on_disconnected(self) -> None:
         self.events.put(("DISCONNECTED", None))
 
+    def on_heartbeat(self) -> None:
+        if self.heart_beats:
+            self.events.put(("HEARTBEAT", None))
+
+    heart_beats = False  # report the server's heart-beats as events (only tests of them want it)
+
 
 class StompPy:
     """One stomp.py ``WSStompConnection`` (STOMP 1.2) to ``server``."""
 
-    def __init__(self, server: Server, protocol: str = "v12.stomp", *, binary: bool = False) -> None:
+    def __init__(self, server: Server, protocol: str = "v12.stomp", *, binary: bool = False,
+                 heart_beats: tuple[int, int] = (0, 0)) -> None:
         self.events: queue.Queue[tuple[str, ClientFrame | None]] = queue.Queue()
         self.conn = stomp.WSStompConnection(
             [("127.0.0.1", server.port)], header={"Sec-WebSocket-Protocol": protocol},
-            binary_mode=binary, reconnect_attempts_max=1, auto_decode=False,
+            binary_mode=binary, reconnect_attempts_max=1, auto_decode=False, heartbeats=heart_beats,
         )
         self.listener = _Listener(self.events)
+        self.listener.heart_beats = heart_beats != (0, 0)
         self.conn.set_listener("test", self.listener)
         self._receipts = 0
 
