@@ -411,6 +411,26 @@ async def test_realm1_prefix_subscription_hears_the_topic_space(server: Server, 
     await alice.close()
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+async def test_binary_publications_of_other_protocols_are_bytes(
+    start_server: ServerFactory, serializer: str
+) -> None:
+    server = await start_server(protocols=(*PROTOCOLS, "echo"))
+    async with wamp_clients(server) as opened:
+        client = await wamp_client(server, serializer)
+        opened.append(client)
+        inbox = await subscribe(client, "echo")
+        echo = await connect(ws_url(server), subprotocols=["echo"])  # type: ignore[list-item]
+        await echo.send(b"\x00\xffraw")
+        assert await asyncio.wait_for(echo.recv(), TIMEOUT) == b"\x00\xffraw"
+        args, kwargs = await inbox.next()
+        assert args == (b"\x00\xffraw",)
+        assert kwargs["details"].publisher_authid.startswith("echo:")
+        await publish(client, "echo", b"\x01back")  # one bytes argument: a binary publication
+        assert await asyncio.wait_for(echo.recv(), TIMEOUT) == b"\x01back"
+        await echo.close()
+
+
 async def test_other_realms_do_not_reach_the_topic_space(server: Server, join: Open) -> None:
     alice = await chat(server, "alice")
     outsider = await join("json", "com.private")
