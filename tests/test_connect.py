@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -123,3 +124,10 @@ async def test_help_names_the_linger() -> None:
     done = await run_client("--help")
     assert "--linger S" in done.stdout and "--protocol NAME" in done.stdout
     assert done.status == 0
+
+
+def test_the_server_help_names_the_subcommands() -> None:
+    result = subprocess.run([sys.executable, "-m", "wsplex", "--help"], capture_output=True,
+                            text=True, timeout=30)
+    assert "wsplex connect URL --protocol NAME" in " ".join(result.stdout.split())
+    assert "wsplex hash-password" in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import urllib.request
 from typing import Any
 
@@ -70,3 +71,11 @@ def test_levels(level: str, debug: bool, expected: int) -> None:
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_a_handshake_timeout_is_logged_at_info(spawn: Spawn) -> None:
+    child = spawn("--log-format", "json", "--handshake-timeout", "0.2", "--protocols", "echo")
+    with socket.create_connection(("127.0.0.1", child.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # and nothing more
+        timed_out = json_line(child, r'"status": 408')
+        assert timed_out["level"] == "info" and timed_out["remote"].startswith("127.0.0.1:")

@@ -225,7 +225,9 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
             self.accounted = True
             self._listener.shared.stats.refusals[Refusal.HANDSHAKE_TIMEOUT] += 1
             self.guard.unanswered = self._listener.timed_out
-            log.debug("handshake timeout for %s", format_peer(self.peer))
+            remote = format_peer(self.peer)
+            log.info("%s handshake not completed in time: 408", remote,
+                     extra={"remote": remote, "status": 408})
         super()._handshake_timeout_callback()
 
     def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
