@@ -132,3 +132,20 @@ async def test_limits_and_clients_use_the_forwarded_address(start_server: Server
         reply = json.loads(await operator.recv())
         remotes = {client["protocol"]: client["remote"] for client in reply["clients"]}
         assert remotes == {"echo": "203.0.113.9", "command": "198.51.100.4"}
+
+
+async def test_the_auth_throttle_counts_the_forwarded_address(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("command",), trusted_proxies=("127.0.0.1",),
+                                admin_token="tok")
+    url = ws_url(server)
+    async with (connect(url, subprotocols=["command"],  # type: ignore[list-item]
+                        additional_headers=via("203.0.113.9")) as guesser,
+                connect(url, subprotocols=["command"],  # type: ignore[list-item]
+                        additional_headers=via("198.51.100.4")) as operator):
+        for _ in range(5):
+            await guesser.send("auth wrong")
+            assert await guesser.recv() == "error: wrong token"
+        await guesser.send("auth tok")
+        assert str(await guesser.recv()).startswith("error: too many failed auth attempts")
+        await operator.send("auth tok")  # another client behind the same proxy is not locked out
+        assert await operator.recv() == "ok: authenticated"
