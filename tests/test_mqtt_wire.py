@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from support import ServerFactory, ws_url
 from support.rawws import RawClient
+from wsplex.config import Settings
 from wsplex.protocols.mqtt.codec import (
     LEVEL_5,
     LEVEL_311,
@@ -374,3 +375,20 @@ async def test_session_expiry_set_at_disconnect(start_server: ServerFactory) -> 
             Properties({Prop.SESSION_EXPIRY: 60}))))
         first, body = await wire.packet()
         assert (first, body[0]) == (0xE0, 0x82)
+
+
+async def test_shutdown_says_disconnect_0x8b_to_5_clients() -> None:
+    """5.0 §3.14: a server that stops tells a 5.0 client why, then closes with 1001 (SPEC §8)."""
+    server = Server(Settings(host="127.0.0.1", port=0, protocols=("mqtt",), shutdown_timeout=2.0))
+    await server.start()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with await open_wire(server) as ws:
+            wire = Wire(ws)
+            await connected(wire, LEVEL_5, "leaving")
+            stopping = asyncio.create_task(server.stop())
+            first, body = await wire.packet()
+            assert (first, body[0]) == (0xE0, 0x8B)
+            assert await wire.closed() == 1001
+    finally:
+        await (stopping if stopping is not None else server.stop())

@@ -150,6 +150,11 @@ class Server:
         self.listener.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
+        for protocol in self.protocols.values():
+            try:
+                protocol.shutting_down()
+            except Exception:  # one protocol's goodbye must not stop the shutdown
+                log.exception("protocol %s failed to say goodbye", protocol.name)
         for connection in list(self.connections):
             connection.session.close(CloseCode.GOING_AWAY, "server shutting down")
         await self._drain(self.settings.shutdown_timeout)

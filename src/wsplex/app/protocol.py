@@ -83,6 +83,11 @@ class Protocol:
     async def start(self) -> None:
         """Called once when the server starts, before the first connection."""
 
+    def shutting_down(self) -> None:
+        """Called once when shutdown starts, just before every connection is closed with
+        1001: the moment to say goodbye in the protocol's own terms (MQTT 5.0's DISCONNECT
+        0x8B). Sending is all it may do; the closes follow at once."""
+
     async def stop(self) -> None:
         """Called once at shutdown, after every connection is closed."""
 

@@ -218,6 +218,14 @@ class MQTTProtocol(Protocol):
     async def start(self) -> None:
         self._schedule_sweep()
 
+    def shutting_down(self) -> None:
+        """5.0 §3.14: DISCONNECT 0x8B (Server shutting down) to every 5.0 client before the
+        server closes the connections; sessions are not kept past the process."""
+        for conn in list(self._live.values()):
+            if conn.level == LEVEL_5 and conn.connected:
+                props = Properties({Prop.REASON_STRING: "server shutting down"})
+                conn.session.send_bytes(encode_disconnect(Reason.SERVER_SHUTTING_DOWN, props))
+
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -803,9 +811,12 @@ class MQTTProtocol(Protocol):
         return Properties(props.values, (sender, *props.user), ids)
 
     def _offer(self, conn: Connection, client: ClientSession, message: Message) -> None:
-        if message.qos and len(client.inflight) >= conn.window:
-            self._enqueue(client, message)  # 5.0 §4.9: the window is full
+        if message.qos and (len(client.inflight) >= conn.window or client.queue):
+            self._enqueue(client, message)  # 5.0 §4.9: the window is full (or others wait first)
             return
+        self._send(conn, client, message)
+
+    def _send(self, conn: Connection, client: ClientSession, message: Message) -> None:
         if message.qos:
             message.packet_id = client.next_packet_id()
             client.inflight[message.packet_id] = message
@@ -822,7 +833,7 @@ class MQTTProtocol(Protocol):
             message = queue.popleft()
             if message.expires is not None and message.expires <= time.time():
                 continue
-            self._offer(conn, client, message)
+            self._send(conn, client, message)
 
     def _write(self, conn: Connection, message: Message, *, dup: bool = False) -> None:
         props = _with_expiry(message.properties, message.expires) if conn.level == LEVEL_5 else NO_PROPERTIES
