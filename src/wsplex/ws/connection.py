@@ -36,9 +36,10 @@ any          TCP gone: ``connection_lost()``  -                                 
 Nothing is sent after our close frame (§5.5.1: it is the last frame an endpoint
 sends); the caller asks :attr:`WebSocket.can_send` before queueing data.
 
-Reserved bits (§5.2) are an extension's to define. :attr:`WebSocket.rsv1_allowed`
-is the hook for one: permessage-deflate (RFC 7692 §6) will set it once negotiated
-and decode RSV1 messages; until then any RSV bit fails the connection with 1002.
+Reserved bits (§5.2) are an extension's to define; here any RSV bit fails the
+connection with 1002. :attr:`WebSocket.rsv1_allowed` lets one through untouched.
+permessage-deflate (RFC 7692 §6) is :class:`wsplex.ws.deflate.DeflateWebSocket`,
+which inflates RSV1 messages before they reach the table above.
 """
 
 from __future__ import annotations
