@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 
+import aiohttp
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -242,3 +243,18 @@ async def test_many_messages_in_one_read(server: Server) -> None:
         frame = await asyncio.wait_for(client.recv_frame(), 10)
         assert inflate(frame.payload) == LINE + b"%d" % i
     await client.close()
+
+
+@pytest.mark.parametrize("window", [15, 10, 9])
+async def test_the_aiohttp_client_negotiates_and_talks(server: Server, window: int) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+        ws_url(server), protocols=["echo"], compress=window
+    ) as ws:
+        expected = NO_CONTEXT + (f"; server_max_window_bits={window}" if window < 15 else "")
+        assert ws._response.headers["Sec-WebSocket-Extensions"] == expected
+        for _ in range(3):
+            await ws.send_str(LINE.decode())
+            assert (await ws.receive()).data == LINE.decode()
+        await ws.send_bytes(bytes(5000))
+        assert (await ws.receive()).data == bytes(5000)
+    assert server.stats.compressed_messages_out == 4
