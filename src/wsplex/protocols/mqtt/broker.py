@@ -740,6 +740,9 @@ class MQTTProtocol(Protocol):
             self.hub.publish(publication)
             return
         client_id = client.client_id
+        back = self._live.get(client_id)
+        if back is not None and back is not conn:
+            return  # taken over by the client itself: it is back before the delay began
         loop = asyncio.get_running_loop()
         old = self._wills.pop(client_id, None)
         if old is not None:
