@@ -35,6 +35,7 @@ from wsplex.protocols.wamp.router import ROLES
 from wsplex.server import Server
 
 Open = Callable[..., Awaitable[Client]]
+OnNode = Callable[[int, str], Awaitable[Client]]
 PROTOCOLS = ("wamp.2.json", "wamp.2.msgpack", "chat")
 
 
@@ -658,3 +659,84 @@ async def test_cancel_modes(server: Server, join: Open, mode: str) -> None:
     else:
         await asyncio.wait_for(interrupted.get(), TIMEOUT)
     await ws.close()
+
+
+@pytest.fixture
+async def two_nodes(start_server: ServerFactory) -> AsyncIterator[OnNode]:
+    """``await on(0, "json")``: a client joined to realm1 on node 0 or 1 of a cluster."""
+    nodes = [await start_server(protocols=PROTOCOLS), await start_server(protocols=PROTOCOLS)]
+    async with wamp_clients(nodes[0]) as opened:
+
+        async def on(node: int, serializer: str) -> Client:
+            client = await wamp_client(nodes[node], serializer)
+            opened.append(client)
+            return client
+
+        yield on
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+async def test_calls_across_nodes(two_nodes: OnNode, serializer: str) -> None:
+    """Realm1's exact, single registrations are the cluster's: a caller on one node
+    reaches a callee on another, results, errors and progressive results come back."""
+    callee, caller = await two_nodes(0, serializer), await two_nodes(1, other(serializer))
+
+    def count(n: int, details: CallDetails) -> str:
+        assert details.progress is not None
+        for i in range(n):
+            details.progress(i)
+        return f"counted to {n}"
+
+    def fail() -> None:
+        error: Any = ApplicationError
+        raise error("com.example.error.sad", "so sad", code=7)
+
+    await callee.register(count, "com.cluster.count", options=make(RegisterOptions, details_arg="details"))
+    await callee.register(fail, "com.cluster.fail")
+    await callee.register(lambda a, b: a + b, "com.cluster.add")
+    assert await caller.call("com.cluster.add", 2, 3) == 5
+    assert await caller.call("com.cluster.add", b"\x00", b"\x01") == b"\x00\x01"
+    progress = Inbox()
+    result = await caller.call("com.cluster.count", 2, options=make(CallOptions, on_progress=progress))
+    assert result == "counted to 2"
+    assert [await progress.next_args() for _ in range(2)] == [(0,), (1,)]
+    error = await failure(caller.call("com.cluster.fail"))
+    assert (error.error, error.args, error.kwargs) == ("com.example.error.sad", ("so sad",), {"code": 7})
+    taken = await failure(caller.register(lambda: 0, "com.cluster.add"))
+    assert taken.error == "wamp.error.procedure_already_exists"  # registered on the other node
+    assert (await failure(caller.call("com.cluster.nobody"))).error == "wamp.error.no_such_procedure"
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_calls_across_nodes_end_when_the_callee_leaves_or_the_caller_gives_up(
+    two_nodes: OnNode
+) -> None:
+    callee, caller = await two_nodes(0, "msgpack"), await two_nodes(1, "json")
+    started: asyncio.Queue[None] = asyncio.Queue()
+    interrupted: asyncio.Queue[None] = asyncio.Queue()
+
+    async def stuck() -> None:
+        started.put_nowait(None)
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            interrupted.put_nowait(None)
+            raise
+
+    await callee.register(stuck, "com.cluster.stuck")
+    timed_out = await failure(caller.call("com.cluster.stuck", options=make(CallOptions, timeout=50)))
+    assert timed_out.error == "wamp.error.timeout"
+    await asyncio.wait_for(started.get(), TIMEOUT)
+    await asyncio.wait_for(interrupted.get(), TIMEOUT)
+    call = asyncio.ensure_future(caller.call("com.cluster.stuck"))
+    await asyncio.wait_for(started.get(), TIMEOUT)
+    call.cancel()  # CANCEL, killnowait
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(interrupted.get(), TIMEOUT)
+    call = asyncio.ensure_future(caller.call("com.cluster.stuck"))
+    await asyncio.wait_for(started.get(), TIMEOUT)
+    callee.disconnect()
+    assert (await failure(call)).error == "wamp.error.canceled"
+    assert (await failure(caller.call("com.cluster.stuck"))).error == "wamp.error.no_such_procedure"

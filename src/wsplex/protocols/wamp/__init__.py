@@ -70,7 +70,7 @@ class WampProtocol(Protocol):
         self, publication: Publication, sessions: Mapping[str, Session], exclude: str | None
     ) -> None:
         """Realm1's subscribers of this serialisation get an EVENT per matching subscription."""
-        self.router.deliver_bridged(publication, self.serializer, exclude)
+        self.router.deliver_bridged(publication, self.serializer, exclude, sessions)
 
 
 class WampJSON(WampProtocol):

@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -51,6 +51,13 @@ from wsplex.protocols.wamp.wire import MAX_ID, Message, ProtocolViolation, Seria
 BRIDGED_REALM: Final = "realm1"
 #: The protocol name of WAMP senders on the topic space: others see ``wamp:SESSION``.
 SENDER_PROTOCOL: Final = "wamp"
+#: Routers of several nodes talk through the topic space: what a router has to say to
+#: the router of a realm1 session (a call for its callee, the answer for its caller)
+#: is a publication on ``$SYS/wamp/peer/<session id>`` (the server's topics, SPEC §10)
+#: with an empty payload and the message in ``native``.
+PEER_TOPIC: Final = "$SYS/wamp/peer/"
+#: Hub names of realm1's exact, single registrations: unique across the cluster.
+REGISTRATION_SCOPE: Final = "wamp.registration:realm1"
 
 EXACT, PREFIX, WILDCARD = "exact", "prefix", "wildcard"
 MATCHES: Final = (EXACT, PREFIX, WILDCARD)
@@ -170,8 +177,21 @@ def uri_matches(pattern: str, match: str, uri: str) -> bool:
 # -- sessions -------------------------------------------------------------------------
 
 
+class Caller:
+    """Whoever a dealer answers: a session here, or one on another node."""
+
+    id: int | str
+
+    def send(self, message: list[Any]) -> None:
+        raise NotImplementedError
+
+    def error(self, request_type: int, request: int, uri: str, message: str | None = None) -> None:
+        details: dict[str, Any] = {}
+        self.send([wire.ERROR, request_type, request, details, uri, *([[message]] if message else [])])
+
+
 @dataclass(eq=False)
-class Peer:
+class Peer(Caller):
     """One connection's WAMP state; a WAMP session exists between HELLO and GOODBYE."""
 
     session: Session
@@ -199,9 +219,30 @@ class Peer:
         features = details.get("features") if isinstance(details, dict) else None
         return isinstance(features, dict) and features.get(feature) is True
 
-    def error(self, request_type: int, request: int, uri: str, message: str | None = None) -> None:
-        details: dict[str, Any] = {}
-        self.send([wire.ERROR, request_type, request, details, uri, *([[message]] if message else [])])
+
+
+class RemoteCaller(Caller):
+    """A caller on another node: its answers travel to its router (:data:`PEER_TOPIC`)."""
+
+    def __init__(self, session_id: str, router: Router) -> None:
+        self.id = self.session_id = session_id
+        self._router = router
+
+    def send(self, message: list[Any]) -> None:
+        request = message[1] if message[0] == wire.RESULT else message[2]
+        self._router.tell(self.session_id, {"t": "answer", "request": request, "message": message})
+
+
+@dataclass(eq=False)
+class RemoteCall:
+    """A call of a session here to a callee on another node, until it is answered."""
+
+    caller: Peer
+    request: int
+    callee: str  # the callee's session id
+    progress: bool
+    timer: asyncio.TimerHandle | None = None
+    killing: bool = False
 
 
 # -- the broker (§"Publish and Subscribe") -------------------------------------------------
@@ -313,7 +354,7 @@ class Registration:
 
 @dataclass(eq=False)
 class PendingCall:
-    caller: Peer
+    caller: Caller
     request: int  # CALL.Request, in the caller's session scope
     callee: Peer
     invocation: int  # INVOCATION.Request, in the callee's session scope
@@ -327,7 +368,7 @@ class Dealer:
         self._ids = ids
         self._by_key: dict[tuple[str, str], Registration] = {}
         self._by_id: dict[int, Registration] = {}
-        self.calls: dict[tuple[int, int], PendingCall] = {}  # (caller id, CALL.Request)
+        self.calls: dict[tuple[int | str, int], PendingCall] = {}  # (caller id, CALL.Request)
         self.invocations: dict[tuple[int, int], PendingCall] = {}  # (callee id, INVOCATION.Request)
 
     def register(self, peer: Peer, uri: str, match: str, invoke: str) -> Registration:
@@ -341,15 +382,18 @@ class Dealer:
         peer.registrations.add(reg.id)
         return reg
 
-    def unregister(self, peer: Peer, registration: int) -> bool:
+    def unregister(self, peer: Peer, registration: int) -> Registration | None:
         reg = self._by_id.get(registration)
         if reg is None or peer not in reg.callees:
-            return False
+            return None
         reg.callees.remove(peer)
         peer.registrations.discard(registration)
         if not reg.callees:
             del self._by_id[reg.id], self._by_key[(reg.match, reg.uri)]
-        return True
+        return reg
+
+    def exact(self, uri: str) -> Registration | None:
+        return self._by_key.get((EXACT, uri))
 
     def lookup(self, uri: str) -> Registration | None:
         """Exact first, then the longest matching prefix, then the wildcard whose first
@@ -403,6 +447,9 @@ class Router:
         #: The last publication delivered to realm1 and its event: the hub calls each
         #: protocol class in turn, and both serialisations must see the same event.
         self._last_bridged: tuple[Publication | None, Event | None] = (None, None)
+        #: Calls of sessions here to callees of other nodes, by (caller's session ID, request).
+        self._remote_calls: dict[tuple[int, int], RemoteCall] = {}
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- receiving ------------------------------------------------------------------
 
@@ -484,6 +531,8 @@ class Router:
         realm.peers[session_id] = peer
         peer.session.name = peer.authid
         self.hub.touch(peer.session)
+        if realm.bridged:  # other nodes' routers may have calls for it, or answers
+            self.hub.subscribe(PEER_TOPIC + peer.session.id, peer.session)
         peer.send([wire.WELCOME, session_id, {
             "realm": realm.name, "authid": peer.authid, "authrole": peer.authrole,
             "authmethod": method, "authprovider": "static", "roles": ROLES,
@@ -508,9 +557,14 @@ class Router:
             return
         for subscription in list(peer.subscriptions):
             self._drop_subscription(peer, subscription)
-        for registration in list(peer.registrations):
-            realm.dealer.unregister(peer, registration)
-        self._fail_calls(peer, realm.dealer)
+        releases = [self._release(peer, realm.dealer.unregister(peer, registration))
+                    for registration in list(peer.registrations)]
+        self._fail_calls(peer, realm.dealer, [r for r in releases if r is not None])
+        if realm.bridged:
+            for key, call in list(self._remote_calls.items()):
+                if call.caller is peer:
+                    self._end_remote(key, call, "killnowait")
+            self.hub.unsubscribe(PEER_TOPIC + peer.session.id, peer.session)
         realm.peers.pop(peer.id, None)
         self._sessions.discard(peer.id)
         if not realm.peers:
@@ -518,12 +572,20 @@ class Router:
         peer.id, peer.realm = 0, None
         peer.roles = {}
 
-    def _fail_calls(self, peer: Peer, dealer: Dealer) -> None:
+    def _fail_calls(self, peer: Peer, dealer: Dealer, releases: list[Awaitable[None]]) -> None:
         """A callee that leaves fails its callers' calls with ``wamp.error.canceled``;
-        a caller that leaves interrupts its calls at the callee (Call Canceling)."""
+        a caller that leaves interrupts its calls at the callee (Call Canceling). Callers
+        of other nodes hear it once the callee's names are gone, so a call they make
+        next finds no callee rather than one that is not there any more."""
+        remote: list[PendingCall] = []
         for pending in [p for p in dealer.invocations.values() if p.callee is peer]:
             self._finish(dealer, pending)
-            pending.caller.error(wire.CALL, pending.request, CANCELED, "the callee left")
+            if isinstance(pending.caller, RemoteCaller) and releases:
+                remote.append(pending)
+            else:
+                pending.caller.error(wire.CALL, pending.request, CANCELED, "the callee left")
+        if remote:
+            self._in_background(_fail_after(releases, remote))
         for pending in [p for p in dealer.calls.values() if p.caller is peer]:
             self._finish(dealer, pending)
             self._interrupt(pending, "killnowait")
@@ -604,9 +666,14 @@ class Router:
                                   Sender(SENDER_PROTOCOL, str(peer.id)), native=Outgoing.binary(native))
         self.hub.publish(publication, exclude=peer.session.id if exclude_me else None)
 
-    def deliver_bridged(self, publication: Publication, serializer: Serializer, exclude: str | None) -> None:
+    def deliver_bridged(self, publication: Publication, serializer: Serializer, exclude: str | None,
+                        sessions: Mapping[str, Session]) -> None:
         """A topic space publication for this node's realm1 subscribers that speak
-        ``serializer`` (the hub calls each protocol class once)."""
+        ``serializer`` (the hub calls each protocol class once), or a message from
+        another node's router for one of ``sessions``."""
+        if publication.topic.startswith(PEER_TOPIC):
+            self._peer_message(publication, sessions)
+            return
         realm = self.realms.get(BRIDGED_REALM)
         uri = topic_uri(publication.topic)
         if realm is None or uri is None:
@@ -615,6 +682,19 @@ class Router:
         if event is None:
             return
         self._dispatch(realm, event, lambda p: p.serializer is serializer and p.session.id != exclude)
+
+    def _peer_message(self, publication: Publication, sessions: Mapping[str, Session]) -> None:
+        session = sessions.get(publication.topic.removeprefix(PEER_TOPIC))
+        native = publication.native
+        if session is None or not isinstance(session.state, Peer) or native is None or (
+            publication.sender.protocol != SENDER_PROTOCOL
+        ):
+            return
+        try:
+            body = msgpack.unpackb(native.payload, raw=False)
+            self._from_other_node(session.state, body)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException):
+            return  # not a message a router of ours wrote
 
     def _event_of(self, publication: Publication, uri: str) -> Event | None:
         """The WAMP event of a publication, made once for both serialisations."""
@@ -642,7 +722,7 @@ class Router:
 
     # -- remote procedure calls ----------------------------------------------------------------
 
-    def _register(self, peer: Peer, message: wire.Register) -> None:
+    def _register(self, peer: Peer, message: wire.Register) -> HookResult:
         realm = _realm(peer)
         try:
             match = _option(message.options, "match", MATCHES, EXACT)
@@ -653,16 +733,53 @@ class Router:
             reg = realm.dealer.register(peer, uri, match, invoke)
         except RequestFailed as exc:
             peer.error(wire.REGISTER, message.request, exc.uri, str(exc))
-            return
+            return None
+        if _clustered(realm, reg):
+            return self._claim(peer, message.request, reg)
         peer.send([wire.REGISTERED, message.request, reg.id])
+        return None
 
-    def _unregister(self, peer: Peer, message: wire.Unregister) -> None:
-        if not _realm(peer).dealer.unregister(peer, message.registration):
-            peer.error(wire.UNREGISTER, message.request, NO_SUCH_REGISTRATION)
+    async def _claim(self, peer: Peer, request: int, reg: Registration) -> None:
+        """Realm1's exact, single registrations are hub names, so a caller on any node
+        finds the callee and no two nodes register the same procedure."""
+        claimed = await self.hub.claim_name(REGISTRATION_SCOPE, reg.uri, peer.session)
+        if peer.realm is None or reg.id not in peer.registrations:
+            if claimed:
+                await self.hub.release_name(REGISTRATION_SCOPE, reg.uri, peer.session)
+            return  # the session ended meanwhile
+        if not claimed:
+            peer.realm.dealer.unregister(peer, reg.id)
+            peer.error(wire.REGISTER, request, PROCEDURE_ALREADY_EXISTS,
+                       f"{reg.uri} is registered on another node")
             return
-        peer.send([wire.UNREGISTERED, message.request])
+        peer.send([wire.REGISTERED, request, reg.id])
 
-    def _call(self, peer: Peer, message: wire.Call) -> None:
+    def _release(self, peer: Peer, reg: Registration | None) -> Awaitable[None] | None:
+        """Give up the hub name of a clustered registration ``peer`` no longer serves."""
+        if reg is None or peer.realm is None or not _clustered(peer.realm, reg):
+            return None
+        return self._in_background(self.hub.release_name(REGISTRATION_SCOPE, reg.uri, peer.session))
+
+    def _in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _unregister(self, peer: Peer, message: wire.Unregister) -> HookResult:
+        realm = _realm(peer)
+        reg = realm.dealer.unregister(peer, message.registration)
+        if reg is None:
+            peer.error(wire.UNREGISTER, message.request, NO_SUCH_REGISTRATION)
+            return None
+        releasing = self._release(peer, reg)
+        unregistered = [wire.UNREGISTERED, message.request]
+        if releasing is None:
+            peer.send(unregistered)
+            return None
+        return _then_send(releasing, peer, unregistered)
+
+    def _call(self, peer: Peer, message: wire.Call) -> HookResult:
         dealer = _realm(peer).dealer
         options = message.options
         try:
@@ -671,29 +788,139 @@ class Router:
             timeout = options.get("timeout", 0)  # milliseconds (Advanced Profile, "Call Timeout")
             if type(timeout) not in (int, float) or not 0 <= timeout < 2**31:
                 raise RequestFailed(INVALID_ARGUMENT, "CALL.Options.timeout must be milliseconds")
-            if (peer.id, message.request) in dealer.calls:
+            key = (peer.id, message.request)
+            if key in dealer.calls or key in self._remote_calls:
                 raise ProtocolViolation(f"CALL request {message.request} is already in progress")
             reg = dealer.lookup(message.procedure)
-            if reg is None:
+            if reg is None and not _realm(peer).bridged:
                 raise RequestFailed(NO_SUCH_PROCEDURE, f"no callee registered {message.procedure}")
         except RequestFailed as exc:
             peer.error(wire.CALL, message.request, exc.uri, str(exc))
-            return
-        callee = reg.callee()
+            return None
         progress = options.get("receive_progress") is True
+        if reg is None:
+            return self._call_remote(peer, message, timeout, progress)
+        self._invoke(dealer, peer, message.request, reg, message.procedure, timeout, progress,
+                     _disclosed(peer, options, "caller"), message.args, message.kwargs)
+        return None
+
+    def _invoke(self, dealer: Dealer, caller: Caller, request: int, reg: Registration, procedure: str,
+                timeout: float, progress: bool, details: dict[str, Any], args: list[Any] | None,
+                kwargs: dict[str, Any] | None) -> None:
+        """INVOCATION to the callee the registration's policy picks (§"INVOCATION")."""
+        callee = reg.callee()
         invocation = next(callee.invocation_ids)
-        pending = PendingCall(peer, message.request, callee, invocation, progress)
-        dealer.calls[(peer.id, message.request)] = pending
+        pending = PendingCall(caller, request, callee, invocation, progress)
+        dealer.calls[(caller.id, request)] = pending
         dealer.invocations[(callee.id, invocation)] = pending
         if timeout:
             loop = asyncio.get_running_loop()
             pending.timer = loop.call_later(timeout / 1000, self._timed_out, dealer, pending)
-        details = _disclosed(peer, options, "caller")
+        details = dict(details)
         if reg.match != EXACT:
-            details["procedure"] = message.procedure
+            details["procedure"] = procedure
         if progress and callee.supports("callee", "progressive_call_results"):
             details["receive_progress"] = True
-        callee.send([wire.INVOCATION, invocation, reg.id, details, *_payload(message.args, message.kwargs)])
+        callee.send([wire.INVOCATION, invocation, reg.id, details, *_payload(args, kwargs)])
+
+    # -- calls across nodes (realm1) ------------------------------------------------------------
+
+    def tell(self, session_id: str, body: dict[str, Any]) -> None:
+        """A message for the router of ``session_id``, on whichever node it is."""
+        native = Outgoing.binary(msgpack.packb(body, use_bin_type=True))
+        self.hub.publish(Publication(PEER_TOPIC + session_id, "", Sender(SENDER_PROTOCOL, "router"),
+                                     native=native))
+
+    async def _call_remote(self, peer: Peer, message: wire.Call, timeout: float, progress: bool) -> None:
+        """No callee here: the cluster's holder of the procedure's name, if any, gets it."""
+        holder = await self.hub.lookup_name(REGISTRATION_SCOPE, message.procedure)
+        if peer.realm is None or peer.session.closed:
+            return
+        if holder is None or holder == peer.session.id:
+            peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
+                       f"no callee registered {message.procedure}")
+            return
+        call = RemoteCall(peer, message.request, holder, progress)
+        key = (peer.id, message.request)
+        self._remote_calls[key] = call
+        if timeout:
+            loop = asyncio.get_running_loop()
+            call.timer = loop.call_later(timeout / 1000, self._remote_timed_out, key, call)
+        self.tell(holder, {
+            "t": "call", "from": peer.session.id, "request": message.request, "uri": message.procedure,
+            "details": _disclosed(peer, message.options, "caller"), "progress": progress,
+            "args": message.args, "kwargs": message.kwargs,
+        })
+
+    def _end_remote(self, key: tuple[int, int], call: RemoteCall, mode: str) -> None:
+        """Forget a remote call and tell its callee's router how to end it."""
+        self._remote_calls.pop(key, None)
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        self.tell(call.callee, {"t": "cancel", "from": call.caller.session.id, "request": call.request,
+                                "mode": mode})
+
+    def _remote_timed_out(self, key: tuple[int, int], call: RemoteCall) -> None:
+        call.timer = None
+        if self._remote_calls.get(key) is call:
+            self._end_remote(key, call, "killnowait")
+            call.caller.error(wire.CALL, call.request, TIMEOUT, "the call timed out")
+
+    def _from_other_node(self, peer: Peer, body: dict[str, Any]) -> None:
+        kind = body["t"]
+        if kind == "call":
+            self._remote_invocation(peer, body)
+        elif kind == "answer":
+            self._remote_answer(peer, body)
+        elif kind == "cancel":
+            self._remote_cancel(peer, body)
+
+    def _remote_invocation(self, callee: Peer, body: dict[str, Any]) -> None:
+        caller = RemoteCaller(body["from"], self)
+        request = body["request"]
+        reg = callee.realm.dealer.exact(body["uri"]) if callee.realm is not None else None
+        if reg is None or callee not in reg.callees or callee.realm is None:
+            caller.error(wire.CALL, request, NO_SUCH_PROCEDURE, f"no callee registered {body['uri']}")
+            return
+        dealer = callee.realm.dealer
+        if (caller.id, request) in dealer.calls:
+            return
+        self._invoke(dealer, caller, request, reg, body["uri"], 0, body["progress"] is True, body["details"],
+                     body["args"], body["kwargs"])
+
+    def _remote_answer(self, peer: Peer, body: dict[str, Any]) -> None:
+        key = (peer.id, body["request"])
+        call = self._remote_calls.get(key)
+        message = body["message"]
+        if call is None or not isinstance(message, list) or message[0] not in (wire.RESULT, wire.ERROR):
+            return  # canceled, timed out, or the caller left meanwhile
+        progressive = message[0] == wire.RESULT and message[2].get("progress") is True
+        if progressive and not call.progress:
+            return
+        if not progressive:
+            self._remote_calls.pop(key, None)
+            if call.timer is not None:
+                call.timer.cancel()
+        peer.send(message)
+
+    def _remote_cancel(self, callee: Peer, body: dict[str, Any]) -> None:
+        if callee.realm is None:
+            return
+        dealer = callee.realm.dealer
+        pending = dealer.calls.get((body["from"], body["request"]))
+        if pending is None:
+            return
+        mode = body["mode"]
+        if mode == "kill" and pending.callee.supports("callee", "call_canceling"):
+            pending.killing = True
+            self._interrupt(pending, "kill")
+            return  # the callee's ERROR answers the caller
+        self._finish(dealer, pending)
+        if mode == "kill":  # a callee that cannot be interrupted: the call ends now
+            pending.caller.error(wire.CALL, pending.request, CANCELED, "canceled by the caller")
+        elif mode != "skip":
+            self._interrupt(pending, "killnowait")
 
     def _yield(self, peer: Peer, message: wire.Yield) -> None:
         dealer = _realm(peer).dealer
@@ -721,13 +948,25 @@ class Router:
     def _cancel(self, peer: Peer, message: wire.Cancel) -> None:
         """Advanced Profile, "Call Canceling": modes skip, kill, killnowait (the default)."""
         dealer = _realm(peer).dealer
-        pending = dealer.calls.get((peer.id, message.request))
-        if pending is None:
-            return  # already answered: nothing to cancel
         mode = message.options.get("mode", "killnowait")
         if mode not in CANCEL_MODES:
             peer.error(wire.CANCEL, message.request, INVALID_ARGUMENT, f"unknown cancel mode {mode!r}")
             return
+        key = (peer.id, message.request)
+        remote = self._remote_calls.get(key)
+        if remote is not None:
+            if mode == "kill":
+                if not remote.killing:
+                    remote.killing = True
+                    self.tell(remote.callee, {"t": "cancel", "from": peer.session.id,
+                                              "request": remote.request, "mode": "kill"})
+                return  # the callee's answer ends the call
+            self._end_remote(key, remote, mode)
+            peer.error(wire.CALL, message.request, CANCELED, "canceled by the caller")
+            return
+        pending = dealer.calls.get(key)
+        if pending is None:
+            return  # already answered: nothing to cancel
         if mode == "kill" and pending.callee.supports("callee", "call_canceling"):
             if not pending.killing:
                 pending.killing = True
@@ -779,6 +1018,22 @@ class Then:
         self._action()
         return
         yield  # a generator: __await__ must return an iterator
+
+
+def _clustered(realm: Realm, reg: Registration) -> bool:
+    """Registrations callers of other nodes reach: realm1's exact, single ones."""
+    return realm.bridged and reg.match == EXACT and reg.invoke == "single"
+
+
+async def _fail_after(releases: list[Awaitable[None]], calls: list[PendingCall]) -> None:
+    await asyncio.gather(*releases, return_exceptions=True)
+    for pending in calls:
+        pending.caller.error(wire.CALL, pending.request, CANCELED, "the callee left")
+
+
+async def _then_send(waiting: Awaitable[None], peer: Peer, message: list[Any]) -> None:
+    await waiting
+    peer.send(message)
 
 
 def _realm(peer: Peer) -> Realm:
