@@ -16,8 +16,16 @@ prefix ``a.b``) and the broker matches each publication exactly; a PUBLISH is
 a hub publication whose payload is what other protocols see
 (:func:`payload_of`) and whose ``native`` form carries the WAMP arguments and
 options, so a WAMP subscriber on any node gets the event exactly as published.
-Other realms are WAMP-only and stay in this router: their pub/sub and all RPC
-is between sessions of this node.
+Other realms are WAMP-only and stay in this router, between sessions of this node.
+
+RPC in realm1 spans the cluster for exact, single registrations: the procedure
+is a hub name (``REGISTRATION_SCOPE``), so it is unique across nodes and a
+caller's router finds the callee's session wherever it is; the two routers talk
+with publications on ``$SYS/wamp/peer/<session id>`` (:data:`PEER_TOPIC`),
+which every realm1 session subscribes to. The callee's router keeps the call
+as it keeps a local one, with a :class:`RemoteCaller` whose answers travel
+back; the caller's router keeps a :class:`RemoteCall` for timeouts, canceling
+and its caller leaving. Pattern and shared registrations serve their node.
 """
 
 from __future__ import annotations
