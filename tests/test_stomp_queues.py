@@ -294,3 +294,17 @@ async def test_metrics_count_sessions_queues_and_redeliveries(start_server: Serv
     }
     await producer.disconnect()
     await consumer.disconnect()
+
+
+async def test_queues_per_node_are_bounded(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=STOMP, stomp_max_queues=1)
+    producer = await stomp_py(server)
+    await producer.send("/queue/first", "kept")
+    consumer = await RawStomp.open(server)
+    await consumer.connect()
+    await consumer.frame("SUBSCRIBE", {"id": "1", "destination": "/queue/second"})
+    error = await consumer.next()
+    assert error.command == "ERROR" and "too many queues" in (error.get("message") or "")
+    assert await consumer.closed() == 1002
+    producer.conn.send("/queue/third", "refused")
+    assert "too many queues" in (await producer.next("ERROR")).headers["message"]

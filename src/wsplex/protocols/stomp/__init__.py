@@ -163,8 +163,9 @@ class Connection:
 class Broker:
     """What the three STOMP protocol objects of one server share: queues, heart-beats, counters."""
 
-    def __init__(self, queue_limit: int) -> None:
+    def __init__(self, queue_limit: int, max_queues: int) -> None:
         self.queue_limit = queue_limit
+        self.max_queues = max_queues
         self.queues: dict[str, Queue[Subscription]] = {}
         self.heart_beats: HeartBeats[Session] = HeartBeats(_beat, _silent)
         self.connections: dict[str, Connection] = {}  # past CONNECTED, by session id
@@ -193,11 +194,18 @@ class Broker:
 
     # -- queues (queues.py) -----------------------------------------------------
 
-    def dispatch(self, name: str, message: QueuedMessage, avoid: Subscription | None = None) -> None:
-        """Give ``message`` to the next consumer of queue ``name``, or let it wait."""
+    def queue(self, name: str) -> Queue[Subscription]:
+        """Queue ``name``, made if need be within ``--stomp-max-queues``."""
         queue = self.queues.get(name)
         if queue is None:
+            if len(self.queues) >= self.max_queues:
+                raise StompError(f"too many queues: this server keeps at most {self.max_queues}")
             queue = self.queues[name] = Queue(name, self.queue_limit)
+        return queue
+
+    def dispatch(self, name: str, message: QueuedMessage, avoid: Subscription | None = None) -> None:
+        """Give ``message`` to the next consumer of queue ``name``, or let it wait."""
+        queue = self.queue(name)
         consumer = queue.next_consumer(avoid)
         if consumer is None:
             self.dropped += queue.park(message)
@@ -206,10 +214,7 @@ class Broker:
 
     def consume(self, subscription: Subscription) -> None:
         """A new consumer: it takes its turns, starting with the messages that waited."""
-        name = subscription.name
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = self.queues[name] = Queue(name, self.queue_limit)
+        queue = self.queue(subscription.name)
         queue.add_consumer(subscription)
         while queue.waiting and queue.consumers:
             message = queue.waiting.popleft()
@@ -255,7 +260,8 @@ def broker_of(context: Context) -> Broker:
     """The one broker of the server whose hub is ``context.hub``."""
     broker = _BROKERS.get(context.hub)
     if broker is None:
-        broker = _BROKERS[context.hub] = Broker(context.settings.stomp_queue_limit)
+        settings = context.settings
+        broker = _BROKERS[context.hub] = Broker(settings.stomp_queue_limit, settings.stomp_max_queues)
         context.stats.figures.update(broker.figures())
     return broker
 
@@ -576,8 +582,8 @@ class StompProtocol(Protocol):
         subscription = Subscription(subscription_id, name, is_queue, ack, session, connection,
                                     connection.next_id)
         if is_queue:
+            self.broker.consume(subscription)  # may refuse: too many queues
             connection.subscriptions[subscription_id] = subscription
-            self.broker.consume(subscription)
             return
         if name not in connection.topics and not self.hub.subscribe(name, session):
             raise StompError(f"more than {self._max_subscriptions} subscriptions")
