@@ -69,7 +69,7 @@ from wsplex.protocols.stomp.frames import (
     encode,
     encode_headers,
 )
-from wsplex.protocols.stomp.heartbeat import Beat, HeartBeats, negotiate, parse_header
+from wsplex.protocols.stomp.heartbeat import TOLERANCE, Beat, HeartBeats, negotiate, parse_header
 from wsplex.protocols.stomp.queues import Queue, QueuedMessage
 
 TOPIC_PREFIX: Final = "/topic/"
@@ -307,7 +307,8 @@ def _silent(session: Session) -> None:
     if isinstance(connection, Connection) and not connection.done:
         interval = connection.beat.expect_every if connection.beat is not None else 0
         fail(session, connection, StompError(
-            "heart-beat timeout", f"nothing received for {interval * 2:g} s (heart-beat {interval:g} s)"))
+            "heart-beat timeout",
+            f"nothing received for {interval * TOLERANCE:g} s (heart-beat {interval:g} s)"))
 
 
 def fail(session: Session, connection: Connection, error: StompError, frame: Frame | None = None) -> None:
