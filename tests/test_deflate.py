@@ -18,6 +18,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 
 from support import ServerFactory, ws_url
 from support.rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT, RawClient, frame_bytes
+from wsplex.cli import settings_from_args
 from wsplex.server import Server
 from wsplex.ws.close import CloseCode
 from wsplex.ws.deflate import TAIL
@@ -258,3 +259,32 @@ async def test_the_aiohttp_client_negotiates_and_talks(server: Server, window: i
         await ws.send_bytes(bytes(5000))
         assert (await ws.receive()).data == bytes(5000)
     assert server.stats.compressed_messages_out == 4
+
+
+# -- the flags ---------------------------------------------------------------------------------------
+
+
+def test_the_compression_flags() -> None:
+    default = settings_from_args([], {})
+    assert (default.compression, default.compression_threshold, default.compression_context_takeover) == (
+        True, 128, False)
+    chosen = settings_from_args(["--no-compression", "--compression-threshold", "1K",
+                                 "--compression-context-takeover", "--compression-server-window-bits", "9",
+                                 "--compression-client-window-bits", "8", "--compression-memory-level", "1",
+                                 "--compression-level", "9"], {})
+    assert (chosen.compression, chosen.compression_threshold, chosen.compression_context_takeover) == (
+        False, 1024, True)
+    assert (chosen.compression_server_window_bits, chosen.compression_client_window_bits) == (9, 8)
+    assert (chosen.compression_memory_level, chosen.compression_level) == (1, 9)
+    assert settings_from_args([], {"WSPLEX_COMPRESSION": "false"}).compression is False
+
+
+@pytest.mark.parametrize("argv", [
+    ["--compression-server-window-bits", "16"], ["--compression-client-window-bits", "7"],
+    ["--compression-memory-level", "0"], ["--compression-level", "10"], ["--compression-threshold", "0"],
+])
+def test_bad_compression_values_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        settings_from_args(argv, {})
+    assert exited.value.code == 2
+    assert argv[0] in capsys.readouterr().err
