@@ -249,8 +249,26 @@ class Broker:
         self.redeliveries += 1
         self.dispatch(consumer.name, message, avoid=consumer)
 
-    def depths(self) -> dict[str, int]:
-        return {name: len(queue.waiting) for name, queue in self.queues.items()}
+    def acknowledge(self, connection: Connection, ack_id: str, *, consumed: bool) -> None:
+        """ACK or NACK of one message (client-individual) or of it and every earlier one of
+        its subscription (client). Topic messages and unknown ids need nothing."""
+        entry = connection.pending.get(ack_id)
+        if entry is None:
+            return
+        subscription = entry[0]
+        if subscription.ack == CLIENT:
+            keys = []
+            for key, (owner, _) in connection.pending.items():
+                if owner is subscription:
+                    keys.append(key)
+                if key == ack_id:
+                    break
+        else:
+            keys = [ack_id]
+        for key in keys:
+            _, message = connection.pending.pop(key)
+            if not consumed:
+                self.give_back(message, subscription)
 
 
 _BROKERS: WeakKeyDictionary[Hub, Broker] = WeakKeyDictionary()
@@ -624,25 +642,7 @@ class StompProtocol(Protocol):
             self._acknowledge(connection, ack_id, consumed=False)
 
     def _acknowledge(self, connection: Connection, ack_id: str, *, consumed: bool) -> None:
-        """ACK or NACK of one message (client-individual) or of it and every earlier one of
-        its subscription (client). Topic messages and unknown ids need nothing."""
-        entry = connection.pending.get(ack_id)
-        if entry is None:
-            return
-        subscription = entry[0]
-        if subscription.ack == CLIENT:
-            keys = []
-            for key, (owner, _) in connection.pending.items():
-                if owner is subscription:
-                    keys.append(key)
-                if key == ack_id:
-                    break
-        else:
-            keys = [ack_id]
-        for key in keys:
-            _, message = connection.pending.pop(key)
-            if not consumed:
-                self.broker.give_back(message, subscription)
+        self.broker.acknowledge(connection, ack_id, consumed=consumed)
 
     # -- transactions (STOMP 1.2 "BEGIN", "COMMIT", "ABORT") -------------------------------------
 
