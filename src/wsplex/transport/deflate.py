@@ -69,8 +69,11 @@ class DeflateConnection(Connection):
 
         The fan-out's inner loop for these receivers: ``write_frame`` is inlined.
         """
-        frame = message.frame
         ws = self.ws
+        state = ws.state
+        if state is not _OPEN and state is not _FAILING:
+            return  # our close frame is out: nothing more is sent (RFC 6455 §5.5.1)
+        frame = message.frame
         deflate = ws.deflate
         if len(message.payload) >= deflate.threshold:
             plain = frame
@@ -81,15 +84,13 @@ class DeflateConnection(Connection):
                 stats = self.stats
                 stats.compressed_messages_out += 1
                 stats.compression_saved_bytes += len(plain) - len(frame)
-        state = ws.state
-        if state is _OPEN or state is _FAILING:
-            pending = self.pending
-            if pending is None:
-                self.pending = [frame]
-                if not self.receiving:
-                    self.shared.flusher.mark(self)
-            else:
-                pending.append(frame)
+        pending = self.pending
+        if pending is None:
+            self.pending = [frame]
+            if not self.receiving:
+                self.shared.flusher.mark(self)
+        else:
+            pending.append(frame)
 
     def _compress(self, message: Outgoing, deflate: Deflate) -> bytes:
         """The first receiver with these parameters compresses, for all of them (no context)."""
