@@ -395,7 +395,11 @@ class DeflateWebSocket(WebSocket):
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
         inflater = self._inflater
         if inflater is None:
-            inflater = self._inflater = Inflater(self.deflate.client_max_window_bits)
+            # A context kept between messages needs the negotiated window; one for a single
+            # message may as well take the largest, whatever the client claimed it uses.
+            deflate = self.deflate
+            bits = MAX_WINDOW_BITS if deflate.client_no_context_takeover else deflate.client_max_window_bits
+            inflater = self._inflater = Inflater(bits)
         limit = self._max_size - self._size if self.in_message else self._max_size
         data = inflater.inflate(payload, fin, limit)
         if fin:
