@@ -327,3 +327,17 @@ def test_server_context_takeover_shares_the_window_between_messages() -> None:
     decompressor = zlib.decompressobj(-15)
     for frame in (first, second):
         assert decompressor.decompress(payload_of(frame) + TAIL) == body
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=4000), max_size=5),
+       st.booleans())
+def test_any_message_in_any_fragments_inflates_to_itself(data: bytes, cuts: list[int], text: bool) -> None:
+    payload = data.decode("latin-1").encode() if text else data  # valid UTF-8 for text
+    compressed = compress(payload)
+    points = sorted({min(cut, len(compressed)) for cut in cuts})
+    pieces = [compressed[a:b] for a, b in zip([0, *points], [*points, len(compressed)], strict=True)]
+    ws = websocket()
+    for index, piece in enumerate(pieces):
+        first, last = index == 0, index == len(pieces) - 1
+        result = receive(ws, (TEXT if text else BINARY) if first else CONT, piece, fin=last, rsv1=first)
+        assert result is None if not last else result == (payload.decode() if text else payload)
