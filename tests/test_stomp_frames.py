@@ -149,8 +149,11 @@ def test_round_trip_in_any_pieces(sent: list[Frame], version: str, data: st.Data
     received: list[Frame] = []
     for begin, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
         received += parser.feed(wire[begin:end])
-    expected = [Frame(f.command, f.headers + ((("content-length", str(len(f.body))),) if f.body else ()),
-                      f.body) for f in sent]
+    def carried(text: str) -> str:  # STOMP 1.1 has no escape for CR: it becomes a space
+        return text.replace("\r", " ") if version == V11 else text
+
+    expected = [Frame(f.command, tuple((carried(k), carried(v)) for k, v in f.headers)
+                      + ((("content-length", str(len(f.body))),) if f.body else ()), f.body) for f in sent]
     assert received == expected
 
 

@@ -16,7 +16,8 @@ The grammar (STOMP 1.2 "Augmented BNF")::
   ends at the first NUL (STOMP 1.2 "Body", "Header content-length").
 * Header values are escaped per version (STOMP 1.2 "Value Encoding"): 1.2
   escapes ``\\r``, ``\\n``, ``:`` and ``\\`` as ``\\r``, ``\\n``, ``\\c``, ``\\\\``; 1.1 the
-  same but ``\\r``; 1.0 nothing. CONNECT, STOMP and CONNECTED frames are never
+  same but ``\\r`` (a CR sent to a 1.1 client becomes a space); 1.0 nothing
+  (CR and LF become spaces). CONNECT, STOMP and CONNECTED frames are never
   escaped, for 1.0 clients. An undefined escape is a fatal error.
 * Repeated headers: the first one counts (STOMP 1.2 "Repeated Header Entries").
 * Lines are split at the first ``:``, so a value may hold raw colons (what 1.0
@@ -51,7 +52,7 @@ _DIGITS = re.compile(r"[0-9]+")
 
 _UNESCAPE_11 = {"n": "\n", "c": ":", "\\": "\\"}
 _UNESCAPE_12 = {**_UNESCAPE_11, "r": "\r"}
-_ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c"})
+_ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": " "})  # 1.1: no escape for CR
 _ESCAPE_12 = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
 _FLATTEN_10 = str.maketrans({"\r": " ", "\n": " "})  # 1.0 cannot carry them at all
 
