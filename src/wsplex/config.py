@@ -341,7 +341,7 @@ OPTIONS: tuple[Option, ...] = (
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
 
     Option("compression", True, "permessage-deflate (RFC 7692) with clients that offer it",
-           COMPRESSION, flag=True),
+           COMPRESSION, flag=True, shown="on"),
     Option("compression_threshold", 128, "messages shorter than this go out uncompressed",
            COMPRESSION, size, metavar="BYTES"),
     Option("compression_context_takeover", False, "keep zlib state between messages when the "
