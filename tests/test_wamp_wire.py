@@ -196,6 +196,12 @@ def peer(router: Router, serializer: wire.Serializer, number: int) -> tuple[Peer
     return Peer(session, serializer), link
 
 
+def frame_of(serializer: wire.Serializer, message: list[Any]) -> str | bytes:
+    """A message as a client of ``serializer`` sends it: a text frame for JSON."""
+    data = serializer.encode(message)
+    return data.decode() if serializer.is_text else data
+
+
 def received(link: Wire, serializer: wire.Serializer) -> list[list[Any]]:
     out = []
     for frame in link.frames:
@@ -207,28 +213,27 @@ def received(link: Wire, serializer: wire.Serializer) -> list[list[Any]]:
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages() | st.lists(values, max_size=5), min_size=1, max_size=6),
-       st.sampled_from(["json", "msgpack"]))
+       st.sampled_from(["json", "msgpack"]), st.sampled_from(["fuzz", "realm1"]))
 def test_the_router_answers_any_message_and_spares_other_sessions(
-    sequence: list[list[Any]], serializer_name: str
+    sequence: list[list[Any]], serializer_name: str, realm: str
 ) -> None:
-    asyncio.run(_router_run(sequence, JSON if serializer_name == "json" else MSGPACK))
+    """Realm1 too: its paths go through the hub (here one with no other protocol)."""
+    asyncio.run(_router_run(sequence, JSON if serializer_name == "json" else MSGPACK, realm))
 
 
-async def _router_run(sequence: list[list[Any]], serializer: wire.Serializer) -> None:
+async def _router_run(sequence: list[list[Any]], serializer: wire.Serializer, realm: str = "fuzz") -> None:
     router = Router(MemoryHub("fuzz"))
     bystander, bystander_link = peer(router, MSGPACK, 1)
     router.receive(bystander, MSGPACK.encode([wire.HELLO, "fuzz", {"roles": {"callee": {}, "caller": {}}}]))
     router.receive(bystander, MSGPACK.encode([wire.REGISTER, 1, {}, "com.bystander.echo"]))
     fuzzer, link = peer(router, serializer, 2)
-    router.receive(fuzzer, serializer.encode([wire.HELLO, "fuzz", {"roles": {"caller": {}}}]))
+    router.receive(fuzzer, frame_of(serializer, [wire.HELLO, realm, {"roles": {"caller": {}}}]))
+    assert received(link, serializer)[0][0] == wire.WELCOME
     for message in sequence:
         try:
-            frame: str | bytes = serializer.encode(message)
+            frame = frame_of(serializer, message)
         except (TypeError, ValueError):
             continue
-        if serializer is JSON:
-            assert isinstance(frame, bytes)
-            frame = frame.decode()
         pending = router.receive(fuzzer, frame)  # must not raise
         if pending is not None:
             await pending
