@@ -18,10 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wsplex.app import Session
+from wsplex.app import Session, filter_error, matches
 from wsplex.hub import MemoryHub
 from wsplex.protocols.wamp import wire
-from wsplex.protocols.wamp.router import Peer, Router
+from wsplex.protocols.wamp.router import (
+    Peer,
+    Router,
+    hub_filter,
+    payload_of,
+    topic_uri,
+    uri_matches,
+    uri_topic,
+)
 from wsplex.protocols.wamp.wire import JSON, MSGPACK, ProtocolViolation, is_valid_uri
 
 
@@ -254,3 +262,43 @@ async def _router_run(sequence: list[list[Any]], serializer: wire.Serializer, re
     assert invocations and invocations[-1][4] == ["ping"]
     router.receive(bystander, MSGPACK.encode([wire.YIELD, invocations[-1][1], {}, ["pong"]]))
     assert received(caller_link, JSON)[-1] == [wire.RESULT, 7, {}, ["pong"]]
+
+
+# -- realm1 on the topic space: the hub filter of a subscription covers what it matches --------
+
+components = st.sampled_from(["a", "b", "ab", "abc", "com", "x_1"])
+topic_uris = st.lists(components, min_size=1, max_size=4).map(".".join)
+
+
+@st.composite
+def patterns(draw: st.DrawFn) -> tuple[str, str]:
+    match = draw(st.sampled_from(["exact", "prefix", "wildcard"]))
+    parts = draw(st.lists(components | st.just(""), min_size=1, max_size=4))
+    if match == "exact" or (match == "wildcard" and not any(parts)):
+        parts = [part or "a" for part in parts]
+    if match == "prefix":
+        parts = [part or "a" for part in parts]
+        uri = ".".join(parts)
+        return draw(st.sampled_from([uri, uri[:-1] or uri, uri + "."])), match
+    return ".".join(parts), match
+
+
+@given(patterns(), topic_uris)
+def test_a_subscriptions_hub_filter_covers_every_topic_it_matches(pattern: tuple[str, str], uri: str) -> None:
+    uri_pattern, match = pattern
+    topic_filter = hub_filter(uri_pattern, match)
+    assert filter_error(topic_filter) is None
+    assert topic_uri(uri_topic(uri)) == uri
+    if uri_matches(uri_pattern, match, uri):
+        assert matches(topic_filter, uri_topic(uri))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "payload"), [
+    (["hi"], None, "hi"), ([b"\x00"], None, b"\x00"), ([21.5], None, "21.5"),
+    ([{"a": [1]}], None, '{"a":[1]}'), (None, None, ""), ([1, 2], None, '{"args":[1,2],"kwargs":{}}'),
+    (["x"], {"k": b"\x01"}, '{"args":["x"],"kwargs":{"k":"\\u0000AQ=="}}'),
+])
+def test_what_other_protocols_see_of_a_wamp_publication(
+    args: list[Any] | None, kwargs: dict[str, Any] | None, payload: str | bytes
+) -> None:
+    assert payload_of(args, kwargs) == payload
