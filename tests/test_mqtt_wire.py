@@ -392,3 +392,31 @@ async def test_shutdown_says_disconnect_0x8b_to_5_clients() -> None:
             assert await wire.closed() == 1001
     finally:
         await (stopping if stopping is not None else server.stop())
+
+
+@LEVELS
+async def test_subscriptions_past_the_cap_are_refused(start_server: ServerFactory, level: int) -> None:
+    """--max-subscriptions: the SUBACK refuses the filter past it (5.0: 0x97 Quota exceeded)."""
+    server = await start_server(protocols=("mqtt",), max_subscriptions=2)
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await connected(wire, level)
+        requests = tuple(SubscriptionRequest(f, 1) for f in ("a", "b", "c", "a"))
+        await wire.send(encode_subscribe(level, Subscribe(1, requests)))
+        first, body = await wire.packet()
+        refused = 0x97 if level == LEVEL_5 else 0x80
+        assert (first, body[-4:]) == (0x90, bytes([1, 1, refused, 1]))  # "a" again is no new one
+
+
+async def test_a_retained_message_not_kept_is_delivered_and_acknowledged_with_0x97(
+        start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("mqtt",), retained_value_size=16)
+    async with await open_wire(server) as ws:
+        wire = Wire(ws)
+        await connected(wire, LEVEL_5)
+        await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (SubscriptionRequest("big", 0),))))
+        await wire.packet()
+        await wire.send(encode_publish(LEVEL_5, Publish("big", bytes(100), 1, retain=True, packet_id=5)))
+        got = dict([await wire.packet(), await wire.packet()])
+        assert got[0x40] == b"\x00\x05\x97"
+        assert got[0x30].endswith(bytes(100))  # delivered all the same

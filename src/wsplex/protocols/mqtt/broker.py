@@ -582,13 +582,14 @@ class MQTTProtocol(Protocol):
             return
         reason = 0
         props = packet.properties
+        v5 = conn.level == LEVEL_5
         if is_server_topic(topic):
             reason = Reason.TOPIC_NAME_INVALID  # SPEC §10: $SYS/ is the server's; dropped
         elif props.get(Prop.PAYLOAD_FORMAT) == 1 and not _is_utf8(packet.payload):
             reason = Reason.PAYLOAD_FORMAT_INVALID  # 5.0 §3.3.2.3.2
-        else:
-            self.hub.publish(Publication(topic, packet.payload, conn.sender, retain=packet.retain,
-                                         native=_meta(packet.qos, props)))
+        elif not self.hub.publish(Publication(topic, packet.payload, conn.sender, retain=packet.retain,
+                                              native=_meta(packet.qos, props))) and v5:
+            reason = Reason.QUOTA_EXCEEDED  # delivered, but a --retained-* bound did not keep it
         if packet.qos == 1:
             self._ack(conn, Type.PUBACK, packet.packet_id, reason)
         elif packet.qos == 2:
@@ -673,7 +674,10 @@ class MQTTProtocol(Protocol):
             client.subscriptions[written] = Subscription(
                 topic_filter, request.qos, request.no_local, request.retain_as_published,
                 request.retain_handling, identifier, group)  # [MQTT-3.8.4-3]: a repeat replaces it
-            self.hub.subscribe(topic_filter, conn.session)
+            if not self.hub.subscribe(topic_filter, conn.session):
+                del client.subscriptions[written]  # past --max-subscriptions (a new filter, so new)
+                reasons.append(Reason.QUOTA_EXCEEDED if v5 else RC311_SUBACK_FAILURE)
+                continue
             reasons.append(request.qos)  # every QoS is supported: granted as asked
             if group is None and (request.retain_handling == 0
                                   or (request.retain_handling == 1 and not existed)):
