@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from autobahn.wamp.types import (
 )
 from websockets.asyncio.client import ClientConnection, connect
 
-from support import ServerFactory, ws_url
+from support import ServerFactory, Spawn, ws_url
 from support.wamp import SERIALIZERS, TIMEOUT, Client, connect_client, make, wamp_client, wamp_clients
 from wsplex.app.users import hash_password
 from wsplex.protocols.wamp.router import ROLES
@@ -740,3 +741,31 @@ async def test_calls_across_nodes_end_when_the_callee_leaves_or_the_caller_gives
     callee.disconnect()
     assert (await failure(call)).error == "wamp.error.canceled"
     assert (await failure(caller.call("com.cluster.stuck"))).error == "wamp.error.no_such_procedure"
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_a_call_to_a_node_that_dies_fails(
+    start_server: ServerFactory, spawn: Spawn, clean_redis: str
+) -> None:
+    """Nobody is left to answer: the callee's name goes with its node's TTL, and the
+    call fails then rather than wait for ever."""
+    doomed = spawn("--redis", clean_redis, "--redis-ttl", "2", "--protocols", "wamp.2.json,wamp.2.msgpack")
+    survivor = await start_server(protocols=PROTOCOLS, redis_ttl=2.0)
+    invoked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def stuck() -> None:
+        invoked.set_result(None)
+        await asyncio.get_running_loop().create_future()
+
+    async with wamp_clients(survivor) as opened:
+        callee = await wamp_client(doomed, "msgpack")
+        await callee.register(stuck, "com.cluster.doomed")
+        caller = await wamp_client(survivor, "json")
+        opened.append(caller)
+        call = asyncio.ensure_future(caller.call("com.cluster.doomed"))
+        await asyncio.wait_for(invoked, TIMEOUT)
+        doomed.stop(signal.SIGKILL)
+        with pytest.raises(ApplicationError) as caught:
+            await asyncio.wait_for(call, 2 + 10)  # the TTL, and a guard
+        assert caught.value.error == "wamp.error.canceled"
+        await asyncio.wait_for(callee.closed, TIMEOUT)

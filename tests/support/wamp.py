@@ -18,6 +18,7 @@ from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import Challenge, CloseDetails, ComponentConfig, SessionDetails
 
+from support.processes import WsplexProcess
 from wsplex.server import Server
 
 TIMEOUT = 5.0
@@ -71,14 +72,14 @@ class Client(ApplicationSession):
             self.joined.set_exception(RuntimeError("disconnected before joining"))
 
 
-async def wamp_client(server: Server, serializer: str = "json", realm: str = "realm1",
+async def wamp_client(server: Server | WsplexProcess, serializer: str = "json", realm: str = "realm1",
                       ticket: tuple[str, str] | None = None) -> Client:
     """A client joined to ``realm`` over ``wamp.2.SERIALIZER``, with ticket authentication
     as ``(authid, ticket)`` if given."""
     return await connect_client(server, Client(make(ComponentConfig, realm=realm), ticket), serializer)
 
 
-async def connect_client(server: Server, session: Client, serializer: str = "json") -> Client:
+async def connect_client(server: Server | WsplexProcess, session: Client, serializer: str = "json") -> Client:
     """Connect ``session`` to ``server`` and wait until it joined (or raise why not)."""
     url = f"ws://127.0.0.1:{server.port}/"
     codec = make(JsonSerializer) if serializer == "json" else make(MsgPackSerializer)
@@ -90,7 +91,7 @@ async def connect_client(server: Server, session: Client, serializer: str = "jso
 
 
 @asynccontextmanager
-async def wamp_clients(server: Server) -> AsyncIterator[list[Client]]:
+async def wamp_clients(server: Server | WsplexProcess) -> AsyncIterator[list[Client]]:
     """Collects clients opened in the block and closes them at its end."""
     opened: list[Client] = []
     try:

@@ -26,7 +26,8 @@ def router_for(context: Context) -> Router:
     router = _routers.get(context.hub)
     if router is None:
         users = context.users
-        router = _routers[context.hub] = Router(context.hub, users.check if users.enabled else None)
+        router = _routers[context.hub] = Router(context.hub, users.check if users.enabled else None,
+                                                context.settings.redis_ttl)
     return router
 
 
@@ -48,6 +49,9 @@ class WampProtocol(Protocol):
     def __init__(self, context: Context) -> None:
         super().__init__(context)
         self.router = router_for(context)
+
+    async def stop(self) -> None:
+        self.router.close()
 
     def on_connect(self, session: Session) -> None:
         session.state = Peer(session, self.serializer)

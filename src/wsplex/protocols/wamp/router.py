@@ -247,6 +247,7 @@ class RemoteCall:
 
     caller: Peer
     request: int
+    uri: str
     callee: str  # the callee's session id
     progress: bool
     timer: asyncio.TimerHandle | None = None
@@ -438,8 +439,13 @@ class Realm:
 class Router:
     """Every realm of one hub; fed validated messages by the protocol classes."""
 
-    def __init__(self, hub: Hub, check_ticket: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(self, hub: Hub, check_ticket: Callable[[str, str], bool] | None = None,
+                 names_ttl: float = 15.0) -> None:
         self.hub = hub
+        #: How often calls to callees of other nodes check that their callee is still there:
+        #: a third of the time a dead node's names outlive it (``--redis-ttl``).
+        self._watch_interval = names_ttl / 3
+        self._watchdog: asyncio.Future[None] | None = None
         #: ``--users`` (SPEC §15): (authid, ticket) -> accepted; None lets anyone in.
         self.check_ticket = check_ticket
         self.realms: dict[str, Realm] = {}
@@ -458,6 +464,11 @@ class Router:
         #: Calls of sessions here to callees of other nodes, by (caller's session ID, request).
         self._remote_calls: dict[tuple[int, int], RemoteCall] = {}
         self._background: set[asyncio.Future[Any]] = set()
+
+    def close(self) -> None:
+        """The server stops: end the router's own background work."""
+        for task in list(self._background):
+            task.cancel()
 
     # -- receiving ------------------------------------------------------------------
 
@@ -848,9 +859,11 @@ class Router:
             peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
                        f"no callee registered {message.procedure}")
             return
-        call = RemoteCall(peer, message.request, holder, progress)
+        call = RemoteCall(peer, message.request, message.procedure, holder, progress)
         key = (peer.id, message.request)
         self._remote_calls[key] = call
+        if self._watchdog is None:
+            self._watchdog = self._in_background(self._watch_remote_calls())
         if timeout:
             loop = asyncio.get_running_loop()
             call.timer = loop.call_later(timeout / 1000, self._remote_timed_out, key, call)
@@ -859,6 +872,26 @@ class Router:
             "details": _disclosed(peer, message.options, "caller"), "progress": progress,
             "args": message.args, "kwargs": message.kwargs,
         })
+
+    async def _watch_remote_calls(self) -> None:
+        """A remote call is answered by its callee's router. When that router cannot
+        answer (its node died, or the callee left before the call reached it), the
+        callee's hub name is gone, at the latest after the dead node's TTL: the call
+        then fails with ``wamp.error.canceled`` rather than wait for ever."""
+        try:
+            while self._remote_calls:
+                await asyncio.sleep(self._watch_interval)
+                holders: dict[str, str | None] = {}
+                for key, call in list(self._remote_calls.items()):
+                    if call.uri not in holders:
+                        holders[call.uri] = await self.hub.lookup_name(REGISTRATION_SCOPE, call.uri)
+                    if holders[call.uri] != call.callee and self._remote_calls.get(key) is call:
+                        del self._remote_calls[key]
+                        if call.timer is not None:
+                            call.timer.cancel()
+                        call.caller.error(wire.CALL, call.request, CANCELED, "the callee is gone")
+        finally:
+            self._watchdog = None
 
     def _end_remote(self, key: tuple[int, int], call: RemoteCall, mode: str) -> None:
         """Forget a remote call and tell its callee's router how to end it."""
