@@ -420,3 +420,56 @@ async def test_a_retained_message_not_kept_is_delivered_and_acknowledged_with_0x
         got = dict([await wire.packet(), await wire.packet()])
         assert got[0x40] == b"\x00\x05\x97"
         assert got[0x30].endswith(bytes(100))  # delivered all the same
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+@LEVELS
+async def test_a_kept_session_follows_its_client_to_another_node(start_server: ServerFactory,
+                                                                 level: int) -> None:
+    """SPEC §9: the client comes back on another node; the session kept on the first (its
+    subscriptions and the messages queued meanwhile) moves there, with Session Present."""
+    first_node = await start_server(protocols=("mqtt",))
+    second_node = await start_server(protocols=("mqtt",))
+    async with await open_wire(first_node) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(level, "roamer"))
+        await wire.packet()
+        await wire.send(encode_subscribe(level, Subscribe(1, (SubscriptionRequest("jobs/#", 1),))))
+        await wire.packet()
+    async with await open_wire(first_node) as ws:
+        sender = Wire(ws)
+        await connected(sender, level, "sender")
+        await sender.send(encode_publish(level, Publish("jobs/1", b"while away", 1, packet_id=1)))
+        assert (await sender.packet())[0] == 0x40
+    async with await open_wire(second_node) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(level, "roamer"))
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0x20, 1)  # Session Present, on the other node
+        first, body = await wire.packet()
+        assert first == 0x32 and body.endswith(b"while away")
+        await wire.send(packet(Type.PUBACK, 0, body[2 + body[1] : 4 + body[1]]))
+        async with await open_wire(second_node) as ws2:
+            sender = Wire(ws2)
+            await connected(sender, level, "sender2")
+            await sender.send(encode_publish(level, Publish("jobs/2", b"here now", 1, packet_id=1)))
+            first, body = await wire.packet()  # the subscription came along
+            assert first == 0x32 and body.endswith(b"here now")
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_a_node_that_stops_says_its_kept_sessions_are_gone(
+        start_server: ServerFactory) -> None:
+    first_node = await start_server(protocols=("mqtt",))
+    second_node = await start_server(protocols=("mqtt",))
+    async with await open_wire(first_node) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(LEVEL_5, "orphan"))
+        await wire.packet()
+    await first_node.stop()  # the session ends with the process, and the cluster is told
+    assert await second_node.hub.get_value("mqtt.session:orphan") is None
+    async with await open_wire(second_node) as ws:
+        wire = Wire(ws)
+        await wire.send(persistent(LEVEL_5, "orphan"))
+        first, body = await wire.packet()
+        assert (first, body[0]) == (0x20, 0)  # a new session

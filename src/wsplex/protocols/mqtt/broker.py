@@ -106,6 +106,7 @@ from wsplex.protocols.mqtt.codec import (
     encode_unsuback,
     protocol_error,
 )
+from wsplex.protocols.mqtt.handoff import dump_session, load_session
 from wsplex.protocols.mqtt.state import ClientSession, Connection, Message, Subscription, parse_shared
 
 log = logging.getLogger("wsplex.mqtt")
@@ -127,6 +128,14 @@ NEVER: Final = 0xFFFFFFFF
 #: How long a takeover waits for a holder on another node to let go of the client id.
 TAKEOVER_WAIT: Final = 5.0
 _TAKEOVER_POLL: Final = 0.05
+#: Hub values that move a kept session between nodes (:mod:`.handoff`): the node keeping
+#: a client's session, a node's requests for sessions it keeps, a session on its way.
+_KEPT_AT: Final = "mqtt.session:"
+_WANTED: Final = "mqtt.wanted:"
+_HANDOFF: Final = "mqtt.handoff:"
+#: How long a CONNECT waits for another node to hand over the client's session.
+HANDOFF_WAIT: Final = 3.0
+_HANDOFF_POLL: Final = 0.05
 #: Properties a publication carries from publisher to subscribers (5.0 §3.3.2.3).
 _PASSED_ON: Final = (Prop.PAYLOAD_FORMAT, Prop.MESSAGE_EXPIRY, Prop.CONTENT_TYPE,
                      Prop.RESPONSE_TOPIC, Prop.CORRELATION_DATA)
@@ -192,6 +201,9 @@ class MQTTProtocol(Protocol):
         self._sweeper: asyncio.TimerHandle | None = None
         self._standins = itertools.count(1)
         self._turns: dict[tuple[str, str], int] = {}  # shared subscription groups' round robin
+        self._kept = 0  # sessions kept here for a client away (a handoff may be asked for)
+        self._handing_off = False
+        self._tasks: set[asyncio.Future[None]] = set()
         self._dropped = 0  # queued messages dropped past --mqtt-max-queued, since start
         context.stats.figures.update(self._figures())
 
@@ -233,9 +245,13 @@ class MQTTProtocol(Protocol):
         for timer in self._wills.values():
             timer.cancel()
         self._wills.clear()
-        for client in self._sessions.values():
+        for task in list(self._tasks):
+            task.cancel()
+        for client in list(self._sessions.values()):
             if client.expiry_timer is not None:
                 client.expiry_timer.cancel()
+            if client.standin is not None:  # kept sessions end with the process: say so
+                await self.hub.delete_value(_KEPT_AT + client.client_id)
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
@@ -250,7 +266,15 @@ class MQTTProtocol(Protocol):
                 del self._watched[session_id]
                 self._end(conn, Reason.KEEP_ALIVE_TIMEOUT, "keep-alive timeout"
                           if conn.client is not None else "no CONNECT in time", CloseCode.POLICY_VIOLATION)
+        if self._kept and not self._handing_off:
+            self._handing_off = True
+            self._background(self._hand_off())
         self._schedule_sweep()
+
+    def _background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- hooks -------------------------------------------------------------------
 
@@ -428,6 +452,10 @@ class MQTTProtocol(Protocol):
         v5 = conn.level == LEVEL_5
         expiry = self._expiry(packet)
         existing = self._sessions.get(client_id)
+        if existing is None and not packet.clean:
+            existing = await self._fetch(client_id)
+            if session.closed:
+                return
         present = existing is not None and not packet.clean and existing.expiry > 0
         if existing is not None and not present:
             self._discard(existing)
@@ -532,6 +560,8 @@ class MQTTProtocol(Protocol):
         if client.expiry < NEVER:
             loop = asyncio.get_running_loop()
             client.expiry_timer = loop.call_later(client.expiry, self._expire, client)
+        self._kept += 1
+        self._background(self.hub.set_value(_KEPT_AT + client.client_id, self.hub.node_id))
 
     def _expire(self, client: ClientSession) -> None:
         client.expiry_timer = None
@@ -554,6 +584,45 @@ class MQTTProtocol(Protocol):
         client.standin = None
         for topic_filter in client.hub_filters():
             self.hub.unsubscribe(topic_filter, standin)
+        self._kept -= 1
+        self._background(self.hub.delete_value(_KEPT_AT + client.client_id))
+
+    async def _fetch(self, client_id: str) -> ClientSession | None:
+        """The client's session, if another node keeps it: asked for, and waited for
+        (SPEC §9; the other node answers at its next sweep)."""
+        hub = self.hub
+        owner = await hub.get_value(_KEPT_AT + client_id)
+        if owner is None or owner == hub.node_id:
+            return None
+        wanted = f"{_WANTED}{owner}:{client_id}"
+        await hub.set_value(wanted, hub.node_id)
+        deadline = time.monotonic() + HANDOFF_WAIT
+        while time.monotonic() < deadline:
+            text = await hub.get_value(_HANDOFF + client_id)
+            if text is not None:
+                await hub.delete_value(_HANDOFF + client_id)
+                return load_session(text, client_id, self._max_queued)
+            await asyncio.sleep(_HANDOFF_POLL)  # a round trip to the other node, by Redis
+        # The keeper is gone (a node that died keeps its values): start afresh, and forget it.
+        await hub.delete_value(wanted)
+        if await hub.get_value(_KEPT_AT + client_id) == owner:
+            await hub.delete_value(_KEPT_AT + client_id)
+        return None
+
+    async def _hand_off(self) -> None:
+        """Give the sessions other nodes asked for, and forget them here."""
+        hub = self.hub
+        prefix = f"{_WANTED}{hub.node_id}:"
+        try:
+            for key in await hub.values(prefix):
+                await hub.delete_value(key)
+                client = self._sessions.get(key[len(prefix):])
+                if client is None or client.connection is not None:
+                    continue
+                await hub.set_value(_HANDOFF + client.client_id, dump_session(client))
+                self._discard(client)
+        finally:
+            self._handing_off = False
 
     def _resume_session(self, conn: Connection, client: ClientSession) -> None:
         """The client is back: its subscriptions move to the connection, and what was in
