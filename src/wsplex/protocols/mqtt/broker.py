@@ -38,7 +38,8 @@ SUBSCRIBE is a hub subscription, so an MQTT client hears chat rooms
   messages while it is away (queued, bounded by ``--mqtt-max-queued``: the
   oldest are dropped and counted), on this node; on reconnect unacknowledged
   messages are sent again with DUP and PUBRELs repeated (3.1.1 [MQTT-4.4.0-1],
-  5.0 [MQTT-4.4.0-1]).
+  5.0 [MQTT-4.4.0-1]). A client back on another node gets its session from
+  this one through hub values (:meth:`MQTTProtocol._fetch`, :mod:`.handoff`).
 * **Publications of other protocols** reach MQTT subscribers at QoS 0 (they
   carry no QoS); a 5.0 receiver sees the sender in the user property ``from``
   (SPEC §10), the client id for an MQTT sender, ``PROTOCOL:NAME`` for others.
