@@ -597,6 +597,7 @@ class MQTTProtocol(Protocol):
             return None
         wanted = f"{_WANTED}{owner}:{client_id}"
         await hub.set_value(wanted, hub.node_id)
+        await hub.set_value(_WANTED + owner, "1")  # after the request: see _hand_off
         deadline = time.monotonic() + HANDOFF_WAIT
         while time.monotonic() < deadline:
             text = await hub.get_value(_HANDOFF + client_id)
@@ -611,10 +612,17 @@ class MQTTProtocol(Protocol):
         return None
 
     async def _hand_off(self) -> None:
-        """Give the sessions other nodes asked for, and forget them here."""
+        """Give the sessions other nodes asked for, and forget them here.
+
+        A sweep reads one flag (``mqtt.wanted:NODE``); only when it is up are the
+        requests listed. The flag is dropped before the listing and raised after
+        each request, so a request is seen at this sweep or the next."""
         hub = self.hub
         prefix = f"{_WANTED}{hub.node_id}:"
         try:
+            if await hub.get_value(_WANTED + hub.node_id) is None:
+                return
+            await hub.delete_value(_WANTED + hub.node_id)
             for key in await hub.values(prefix):
                 await hub.delete_value(key)
                 client = self._sessions.get(key[len(prefix):])
