@@ -769,3 +769,20 @@ async def test_a_call_to_a_node_that_dies_fails(
             await asyncio.wait_for(call, 2 + 10)  # the TTL, and a guard
         assert caught.value.error == "wamp.error.canceled"
         await asyncio.wait_for(callee.closed, TIMEOUT)
+
+
+@pytest.mark.parametrize("realm", ["realm1", "other"])
+async def test_max_subscriptions(start_server: ServerFactory, realm: str) -> None:
+    """--max-subscriptions bounds what a session holds; in realm1 the hub counts (its
+    session's topic for other nodes' routers is one), elsewhere the router."""
+    server = await start_server(protocols=PROTOCOLS, max_subscriptions=3)
+    ws = await raw(server, realm)
+    allowed = 2 if realm == "realm1" else 3
+    for request in range(1, allowed + 1):
+        await ws.send(json.dumps([32, request, {}, f"t.n{request}"]))
+        assert (await receive(ws))[0] == 33
+    await ws.send(json.dumps([32, 1, {}, "t.n1"]))  # the same again: nothing more to hold
+    assert (await receive(ws))[0] == 33
+    await ws.send(json.dumps([32, 9, {}, "t.more"]))
+    assert (await receive(ws))[:5] == [8, 32, 9, {}, "wamp.error.not_authorized"]
+    await ws.close()

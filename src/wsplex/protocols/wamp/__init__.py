@@ -26,8 +26,9 @@ def router_for(context: Context) -> Router:
     router = _routers.get(context.hub)
     if router is None:
         users = context.users
+        settings = context.settings
         router = _routers[context.hub] = Router(context.hub, users.check if users.enabled else None,
-                                                context.settings.redis_ttl)
+                                                settings.redis_ttl, settings.max_subscriptions)
     return router
 
 

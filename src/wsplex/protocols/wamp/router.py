@@ -316,6 +316,10 @@ class Broker:
         peer.subscriptions.add(sub.id)
         return sub, added
 
+    def holds(self, peer: Peer, uri: str, match: str) -> bool:
+        sub = self._by_key.get((match, uri))
+        return sub is not None and peer.id in sub.subscribers
+
     def unsubscribe(self, peer: Peer, subscription: int) -> Subscription | None:
         sub = self._by_id.get(subscription)
         if sub is None or sub.subscribers.pop(peer.id, None) is None:
@@ -440,8 +444,10 @@ class Router:
     """Every realm of one hub; fed validated messages by the protocol classes."""
 
     def __init__(self, hub: Hub, check_ticket: Callable[[str, str], bool] | None = None,
-                 names_ttl: float = 15.0) -> None:
+                 names_ttl: float = 15.0, max_subscriptions: int = 1000) -> None:
         self.hub = hub
+        #: ``--max-subscriptions``: what a session may hold in a realm the hub does not see.
+        self.max_subscriptions = max_subscriptions
         #: How often calls to callees of other nodes check that their callee is still there:
         #: a third of the time a dead node's names outlive it (``--redis-ttl``).
         self._watch_interval = names_ttl / 3
@@ -621,15 +627,24 @@ class Router:
         except RequestFailed as exc:
             peer.error(wire.SUBSCRIBE, message.request, exc.uri, str(exc))
             return None
+        new_filter = topic_filter is not None and not peer.hub_filters[topic_filter]
+        if topic_filter is not None:  # realm1: the hub keeps the count (a refusal is False)
+            refused = new_filter and not self.hub.subscribe(topic_filter, peer.session)
+        else:
+            refused = len(peer.subscriptions) >= self.max_subscriptions and not realm.broker.holds(
+                peer, message.topic, match)
+        if refused:
+            peer.error(wire.SUBSCRIBE, message.request, NOT_AUTHORIZED,
+                       "this session holds as many subscriptions as it may (--max-subscriptions)")
+            return None
         sub, added = realm.broker.subscribe(peer, message.topic, match)
         subscribed = [wire.SUBSCRIBED, message.request, sub.id]
         if added and topic_filter is not None:
             peer.hub_filters[topic_filter] += 1
-            if peer.hub_filters[topic_filter] == 1:
-                self.hub.subscribe(topic_filter, peer.session)
-                # SUBSCRIBED once the hub is subscribed: on Redis the session's next
-                # event waits for that, so the answer comes after it too.
-                return Then(lambda: peer.send(subscribed))
+        if new_filter:
+            # SUBSCRIBED once the hub is subscribed: on Redis the session's next
+            # event waits for that, so the answer comes after it too.
+            return Then(lambda: peer.send(subscribed))
         peer.send(subscribed)
         return None
 
