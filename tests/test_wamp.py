@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from support import ServerFactory, Spawn, ws_url
 from support.wamp import SERIALIZERS, TIMEOUT, Client, connect_client, make, wamp_client, wamp_clients
 from wsplex.app.users import hash_password
-from wsplex.protocols.wamp.router import ROLES
+from wsplex.protocols.wamp.router import META_ROLES, ROLES
 from wsplex.server import Server
 
 Open = Callable[..., Awaitable[Client]]
@@ -466,14 +466,15 @@ async def receive(ws: ClientConnection) -> list[Any]:
     return decoded
 
 
-@pytest.mark.memory_only("the WELCOME message does not depend on the hub")
-async def test_welcome_announces_exactly_the_roles_and_features(server: Server) -> None:
+@pytest.mark.parametrize("realm", ["realm1", "other"])
+async def test_welcome_announces_exactly_the_roles_and_features(server: Server, hub: str, realm: str) -> None:
+    """The session meta API only where this node's router sees every session of the realm."""
     ws = await raw(server, None)
-    await ws.send(json.dumps([1, "realm1", {"roles": {"caller": {}}}]))
+    await ws.send(json.dumps([1, realm, {"roles": {"caller": {}}}]))
     code, session, details = await receive(ws)
     assert code == 2 and 1 <= session <= 2**53
-    assert details["roles"] == ROLES
-    assert details["realm"] == "realm1" and details["authid"] == str(session)
+    assert details["roles"] == (ROLES if realm == "realm1" and hub == "redis" else META_ROLES)
+    assert details["realm"] == realm and details["authid"] == str(session)
     await ws.close()
 
 
@@ -786,3 +787,27 @@ async def test_max_subscriptions(start_server: ServerFactory, realm: str) -> Non
     await ws.send(json.dumps([32, 9, {}, "t.more"]))
     assert (await receive(ws))[:5] == [8, 32, 9, {}, "wamp.error.not_authorized"]
     await ws.close()
+
+
+@pytest.mark.parametrize("realm", ["realm1", "com.meta"])
+async def test_session_meta_api(join: Open, hub: str, realm: str) -> None:
+    watcher = await join("json", realm)
+    if realm == "realm1" and hub == "redis":  # not announced: realm1's sessions are on every node
+        assert (await failure(watcher.call("wamp.session.count"))).error == "wamp.error.no_such_procedure"
+        return
+    joins = await subscribe(watcher, "wamp.session.on_join")
+    leaves = await subscribe(watcher, "wamp.session.on_leave")
+    other = await join("msgpack", realm)
+    details = (await joins.next_args())[0]
+    assert details["session"] == session_id(other) and details["authid"] == str(session_id(other))
+    assert details["authrole"] == "anonymous"
+    assert await watcher.call("wamp.session.count") == 2
+    assert await watcher.call("wamp.session.count", ["user"]) == 0
+    assert sorted(await watcher.call("wamp.session.list")) == sorted([session_id(watcher), session_id(other)])
+    assert (await watcher.call("wamp.session.get", session_id(other)))["session"] == session_id(other)
+    missing = await failure(watcher.call("wamp.session.get", 1))
+    assert missing.error == "wamp.error.no_such_session"
+    gone = session_id(other)
+    await other.leave()
+    assert (await leaves.next_args())[:2] == (gone, str(gone))
+    assert await watcher.call("wamp.session.count") == 1

@@ -28,7 +28,8 @@ def router_for(context: Context) -> Router:
         users = context.users
         settings = context.settings
         router = _routers[context.hub] = Router(context.hub, users.check if users.enabled else None,
-                                                settings.redis_ttl, settings.max_subscriptions)
+                                                settings.redis_ttl, settings.max_subscriptions,
+                                                clustered=settings.redis_url is not None)
     return router
 
 

@@ -53,7 +53,7 @@ from wsplex.app import (
     topic_error,
 )
 from wsplex.protocols.wamp import wire
-from wsplex.protocols.wamp.wire import MAX_ID, Message, ProtocolViolation, Serializer, is_valid_uri
+from wsplex.protocols.wamp.wire import MAX_ID, Message, ProtocolViolation, Serializer, is_id, is_valid_uri
 
 #: The realm bridged to the topic space (SPEC §10, §13).
 BRIDGED_REALM: Final = "realm1"
@@ -90,6 +90,13 @@ ROLES: Final = {
         "call_canceling": True,
     }},
 }
+#: Advanced Profile, "Session Meta API": announced (and served) in a realm whose
+#: sessions are all on this node: any realm but realm1 on a cluster.
+META_ROLES: Final = {
+    role: {"features": {**details["features"], "session_meta_api": True}} for role, details in ROLES.items()
+}
+ON_JOIN: Final = "wamp.session.on_join"
+ON_LEAVE: Final = "wamp.session.on_leave"
 CLIENT_ROLES: Final = ("publisher", "subscriber", "caller", "callee")
 
 # Error URIs (§"Predefined URIs").
@@ -104,6 +111,7 @@ PROCEDURE_ALREADY_EXISTS: Final = "wamp.error.procedure_already_exists"
 CANCELED: Final = "wamp.error.canceled"
 TIMEOUT: Final = "wamp.error.timeout"
 NO_AUTH_METHOD: Final = "wamp.error.no_auth_method"
+NO_SUCH_SESSION: Final = "wamp.error.no_such_session"
 AUTHENTICATION_FAILED: Final = "wamp.error.authentication_failed"
 GOODBYE_AND_OUT: Final = "wamp.close.goodbye_and_out"
 
@@ -208,6 +216,7 @@ class Peer(Caller):
     realm: Realm | None = None
     authid: str = ""
     authrole: str = "anonymous"
+    authmethod: str = "anonymous"
     roles: dict[str, Any] = field(default_factory=dict)
     subscriptions: set[int] = field(default_factory=set)
     registrations: set[int] = field(default_factory=set)
@@ -427,6 +436,7 @@ class Dealer:
 class Realm:
     name: str
     bridged: bool
+    meta: bool  # the session meta API is served (all its sessions are on this node)
     peers: dict[int, Peer] = field(default_factory=dict)
     broker: Broker = field(init=False)
     dealer: Dealer = field(init=False)
@@ -444,8 +454,10 @@ class Router:
     """Every realm of one hub; fed validated messages by the protocol classes."""
 
     def __init__(self, hub: Hub, check_ticket: Callable[[str, str], bool] | None = None,
-                 names_ttl: float = 15.0, max_subscriptions: int = 1000) -> None:
+                 names_ttl: float = 15.0, max_subscriptions: int = 1000, clustered: bool = False) -> None:
         self.hub = hub
+        #: On a cluster realm1's sessions are on every node: this router cannot list them.
+        self._clustered = clustered
         #: ``--max-subscriptions``: what a session may hold in a realm the hub does not see.
         self.max_subscriptions = max_subscriptions
         #: How often calls to callees of other nodes check that their callee is still there:
@@ -545,7 +557,8 @@ class Router:
         session ID."""
         realm = self.realms.get(hello.realm)
         if realm is None:
-            realm = self.realms[hello.realm] = Realm(hello.realm, hello.realm == BRIDGED_REALM)
+            bridged = hello.realm == BRIDGED_REALM
+            realm = self.realms[hello.realm] = Realm(hello.realm, bridged, not (bridged and self._clustered))
         session_id = global_id()
         while session_id in self._sessions:
             session_id = global_id()
@@ -558,10 +571,13 @@ class Router:
         self.hub.touch(peer.session)
         if realm.bridged:  # other nodes' routers may have calls for it, or answers
             self.hub.subscribe(PEER_TOPIC + peer.session.id, peer.session)
+        peer.authmethod = method
         peer.send([wire.WELCOME, session_id, {
             "realm": realm.name, "authid": peer.authid, "authrole": peer.authrole,
-            "authmethod": method, "authprovider": "static", "roles": ROLES,
+            "authmethod": method, "authprovider": "static", "roles": META_ROLES if realm.meta else ROLES,
         }])
+        if realm.meta:
+            self._meta_event(realm, ON_JOIN, [_session_details(peer)])
 
     def _abort(self, peer: Peer, abort: wire.Abort) -> None:
         peer.challenged = None
@@ -592,6 +608,8 @@ class Router:
             self.hub.unsubscribe(PEER_TOPIC + peer.session.id, peer.session)
         realm.peers.pop(peer.id, None)
         self._sessions.discard(peer.id)
+        if realm.meta and realm.peers:
+            self._meta_event(realm, ON_LEAVE, [peer.id, peer.authid, peer.authrole])
         if not realm.peers:
             del self.realms[realm.name]
         peer.id, peer.realm = 0, None
@@ -710,8 +728,8 @@ class Router:
             return
         realm = self.realms.get(BRIDGED_REALM)
         uri = topic_uri(publication.topic)
-        if realm is None or uri is None:
-            return
+        if realm is None or uri is None or uri.startswith("wamp."):
+            return  # wamp.* events are the router's own (meta events), never another protocol's
         event = self._event_of(publication, uri)
         if event is None:
             return
@@ -737,6 +755,10 @@ class Router:
             event = _event(publication, uri)
             self._last_bridged = (publication, event)
         return event
+
+    def _meta_event(self, realm: Realm, topic: str, args: list[Any]) -> None:
+        """Advanced Profile, "Session Meta API": ``wamp.session.on_join``/``on_leave``."""
+        self._dispatch(realm, Event(topic, global_id(), args, None, {}, {}), lambda peer: True)
 
     def _dispatch(self, realm: Realm, event: Event, wanted: Callable[[Peer], bool]) -> None:
         """EVENT to every subscriber of every matching subscription (§"EVENT"), encoded
@@ -826,13 +848,19 @@ class Router:
             if key in dealer.calls or key in self._remote_calls:
                 raise ProtocolViolation(f"CALL request {message.request} is already in progress")
             reg = dealer.lookup(message.procedure)
-            if reg is None and not _realm(peer).bridged:
-                raise RequestFailed(NO_SUCH_PROCEDURE, f"no callee registered {message.procedure}")
         except RequestFailed as exc:
             peer.error(wire.CALL, message.request, exc.uri, str(exc))
             return None
         progress = options.get("receive_progress") is True
+        realm = _realm(peer)
+        if reg is None and realm.meta and message.procedure in _META_PROCEDURES:
+            _META_PROCEDURES[message.procedure](realm, peer, message)
+            return None
         if reg is None:
+            if not realm.bridged:
+                peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
+                           f"no callee registered {message.procedure}")
+                return None
             return self._call_remote(peer, message, timeout, progress)
         self._invoke(dealer, peer, message.request, reg, message.procedure, timeout, progress,
                      _disclosed(peer, options, "caller"), message.args, message.kwargs)
@@ -1074,6 +1102,40 @@ class Then:
         self._action()
         return
         yield  # a generator: __await__ must return an iterator
+
+
+def _session_details(peer: Peer) -> dict[str, Any]:
+    return {"session": peer.id, "authid": peer.authid, "authrole": peer.authrole,
+            "authmethod": peer.authmethod, "authprovider": "static"}
+
+
+def _sessions_of(realm: Realm, message: wire.Call) -> list[Peer]:
+    """The realm's sessions, of the authroles given as the first argument if any."""
+    roles = message.args[0] if message.args else None
+    peers = list(realm.peers.values())
+    return [p for p in peers if p.authrole in roles] if isinstance(roles, list) else peers
+
+
+def _meta_count(realm: Realm, peer: Peer, message: wire.Call) -> None:
+    peer.send([wire.RESULT, message.request, {}, [len(_sessions_of(realm, message))]])
+
+
+def _meta_list(realm: Realm, peer: Peer, message: wire.Call) -> None:
+    peer.send([wire.RESULT, message.request, {}, [[p.id for p in _sessions_of(realm, message)]]])
+
+
+def _meta_get(realm: Realm, peer: Peer, message: wire.Call) -> None:
+    wanted = message.args[0] if message.args else None
+    found = realm.peers.get(wanted) if is_id(wanted) else None  # type: ignore[arg-type]
+    if found is None:
+        peer.error(wire.CALL, message.request, NO_SUCH_SESSION, f"no session {wanted!r} in this realm")
+        return
+    peer.send([wire.RESULT, message.request, {}, [_session_details(found)]])
+
+
+_META_PROCEDURES: Final[dict[str, Callable[[Realm, Peer, wire.Call], None]]] = {
+    "wamp.session.count": _meta_count, "wamp.session.list": _meta_list, "wamp.session.get": _meta_get,
+}
 
 
 def _clustered(realm: Realm, reg: Registration) -> bool:
