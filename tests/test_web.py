@@ -376,6 +376,8 @@ async def test_kick_is_explained(start_server: ServerFactory, open_console: Open
     server = await start_server(protocols=ALL_PROTOCOLS, admin_token="s3cret")
     console = await open_console(http_url(server))
     await console.connect("chat", "chat", name="victim")
+    await console.send("/who")  # answered once the name is claimed (a Redis round trip)
+    await console.expect_line("received", "* in lobby: victim")
     async with connect(ws_url(server), subprotocols=[Subprotocol("command")]) as operator:
         await operator.send("auth s3cret")
         assert (await operator.recv(decode=True)).startswith("ok")
