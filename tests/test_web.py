@@ -446,31 +446,35 @@ async def test_screenshot(
         shutil.copyfile(target, os.environ[SCREENSHOT_ENV])
 
 
-ECHO_WITH_EXTENSIONS = """async ([url, text]) => {
+ECHO_WITH_EXTENSIONS = """async ([url, texts]) => {
     const ws = new WebSocket(url, ["echo"]);
     await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
-    const echoed = new Promise(resolve => { ws.onmessage = event => resolve(event.data); });
-    ws.send(text);
-    const reply = await echoed;
+    const replies = [];
+    for (const text of texts) {
+        const echoed = new Promise(resolve => { ws.onmessage = event => resolve(event.data); });
+        ws.send(text);
+        replies.push(await echoed);
+    }
     ws.close();
-    return [ws.extensions, reply];
+    return [ws.extensions, replies];
 }"""
 
 
-@pytest.mark.parametrize("compression", [True, False], ids=["deflate", "no-compression"])
+@pytest.mark.parametrize(("flags", "answer"), [
+    ({}, "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+    ({"compression_context_takeover": True}, "permessage-deflate"),
+    ({"compression": False}, ""),
+], ids=["deflate", "context-takeover", "no-compression"])
 async def test_chromium_with_compression_on_and_off(
-    start_server: ServerFactory, open_console: OpenConsole, compression: bool
+    start_server: ServerFactory, open_console: OpenConsole, flags: dict[str, bool], answer: str
 ) -> None:
     """SPEC §14: Chromium offers permessage-deflate; it gets it unless --no-compression."""
-    server = await start_server(protocols=("echo",), compression=compression)
+    server = await start_server(protocols=("echo",), **flags)
     console = await open_console(http_url(server))
-    text = "a line long enough to be worth compressing, " * 20
-    extensions, reply = await console.page.evaluate(ECHO_WITH_EXTENSIONS, [ws_url(server), text])
-    assert reply == text
-    if compression:
-        assert extensions == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-        assert server.stats.compressed_messages_in == 1 and server.stats.compressed_messages_out == 1
-    else:
-        assert extensions == ""
-        assert server.stats.compressed_messages_in == server.stats.compressed_messages_out == 0
+    texts = [f"line {n}: long enough to be worth compressing, " * 20 for n in range(3)]
+    extensions, replies = await console.page.evaluate(ECHO_WITH_EXTENSIONS, [ws_url(server), texts])
+    assert replies == texts  # with context takeover, the later ones use the earlier ones' window
+    assert extensions == answer
+    compressed = 3 if answer else 0
+    assert server.stats.compressed_messages_in == server.stats.compressed_messages_out == compressed
     assert console.errors == []
