@@ -263,3 +263,13 @@ def test_killserver_closes_every_client_with_1001(spawn: Any) -> None:
     assert [code for code, _ in closes] == [1001, 1001, 1001]
     assert child.proc.wait(15) == 0
     child.read_until("killserver from session")
+
+
+async def test_no_broadcast_of_raw_text_to_framed_protocols(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=("command", "mqtt", "v12.stomp"), admin_token=TOKEN)
+    admin = await open_client(server)
+    await ask(admin, f"auth {TOKEN}")
+    for protocol in ("mqtt", "v12.stomp"):
+        assert await ask(admin, f"broadcast {protocol} hello") == (
+            f"error: {protocol} clients read framed messages, not lines of text: "
+            "publish on a topic they subscribe to instead")

@@ -39,6 +39,8 @@ class ProtocolTable(Interface):
 
     def describe(self) -> list[dict[str, str]]: ...
 
+    def takes_raw_text(self, name: str) -> bool: ...
+
     def __contains__(self, name: object) -> bool: ...
 
 
@@ -75,6 +77,10 @@ class Protocol:
     #: A text protocol does not receive publications whose payload is not UTF-8
     #: (SPEC §10); the hub skips them and counts them in ``/metrics``.
     text_only: ClassVar[bool] = False
+    #: A line of text, sent as one message, is something this protocol's clients
+    #: read (``command``'s ``broadcast PROTOCOL TEXT`` sends one). False for the
+    #: framed standard protocols (MQTT, STOMP, WAMP), whose clients it would break.
+    raw_text: ClassVar[bool] = True
 
     def __init__(self, context: Context) -> None:
         self.context = context

@@ -105,6 +105,11 @@ class ProtocolRegistry:
     def names(self) -> list[str]:
         return list(self._classes)
 
+    def takes_raw_text(self, name: str) -> bool:
+        """Whether clients of ``name`` read a plain line of text (``Protocol.raw_text``)."""
+        cls = self._classes.get(name)
+        return cls is not None and cls.raw_text
+
     def describe(self) -> list[dict[str, str]]:
         """The table as ``/protocols`` serves it."""
         return [

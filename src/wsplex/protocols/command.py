@@ -360,6 +360,9 @@ class CommandProtocol(Protocol):
             return error(f"unknown protocol '{protocol}' (enabled: {enabled})")
         if not text:
             return error("usage: broadcast PROTOCOL TEXT")
+        if not self.context.registry.takes_raw_text(protocol):
+            return error(f"{protocol} clients read framed messages, not lines of text: "
+                         "publish on a topic they subscribe to instead")
         # The sender is left out so that its next message is the reply, one per command.
         self.hub.broadcast(protocol_channel(protocol), Outgoing.text(text), exclude=session.id)
         log.info("command: session %s broadcast %d characters to %s", session.id, len(text), protocol)

@@ -187,6 +187,7 @@ class MQTTProtocol(Protocol):
     name = "mqtt"
     description = "An MQTT 3.1.1 and 5.0 broker over WebSocket, on the topic space every protocol shares."
     help = HELP
+    raw_text = False  # MQTT packets only: a line of text would end the connection
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)

@@ -397,6 +397,8 @@ Handler = Callable[[Session, Connection, Frame], None]
 class StompProtocol(Protocol):
     """STOMP on the topic space; Stomp12, Stomp11 and Stomp10 below only name it."""
 
+    raw_text = False  # STOMP frames only: a line of text is a bad frame
+
     description = "STOMP 1.0-1.2 (stomp.js, stomp.py): /topic/T is topic T, /queue/Q a queue."
     help = (
         "Send STOMP frames: CONNECT (accept-version, heart-beat), then SEND, SUBSCRIBE (id, ack: auto,\n"

@@ -48,6 +48,7 @@ class WampProtocol(Protocol):
     """The router behind both subprotocol names; subclasses choose the serialisation."""
 
     serializer: ClassVar[Serializer]
+    raw_text = False  # WAMP messages only: a line of text is a protocol violation
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
