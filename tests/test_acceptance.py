@@ -41,7 +41,8 @@ from support.rawws import OP_CLOSE, OP_PING, OP_PONG, RawClient
 
 Spawn = Callable[..., WsplexProcess]
 TIMEOUT = 5.0
-BUILTINS = ["echo", "chat", "command", "JSONsvc"]
+BUILTINS = ["echo", "chat", "command", "JSONsvc", "mqtt", "v12.stomp", "v11.stomp", "v10.stomp",
+            "wamp.2.json", "wamp.2.msgpack"]
 WSPLEX = str(Path(sys.executable).parent / "wsplex")
 
 

@@ -250,7 +250,9 @@ class Option:
         return self.parse(raw)
 
 
-BUILTIN_PROTOCOLS = ("echo", "chat", "command", "JSONsvc")
+#: SPEC §1: the original four, then the standard subprotocols of MQTT, STOMP and WAMP.
+BUILTIN_PROTOCOLS = ("echo", "chat", "command", "JSONsvc", "mqtt", "v12.stomp", "v11.stomp",
+                     "v10.stomp", "wamp.2.json", "wamp.2.msgpack")
 DEFAULT_PORT = 12352
 
 NETWORK, PROTOCOLS, KEEPALIVE, LIMITS, COMPRESSION, CLUSTER, LOGGING = (
