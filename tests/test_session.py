@@ -15,6 +15,7 @@ from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
 from wsplex.app import Context, HookResult, Protocol, Session
+from wsplex.app.session import BACKLOG_EVENTS
 from wsplex.server import Server
 
 GATE = [Subprotocol("gate")]
@@ -100,3 +101,25 @@ async def test_a_coroutine_raising_before_its_first_await_closes_1011(start_serv
             raise AssertionError("the connection stayed open")
         await other.send("still here")
         assert await other.recv() == "echo still here"
+
+
+async def test_a_session_far_behind_is_not_read_until_it_catches_up(start_server: ServerFactory) -> None:
+    """Issue 17 item 8: past BACKLOG_EVENTS waiting messages the connection is not read
+    (counted in /metrics); once its hook is done every message is handled, in order."""
+    server = await gate_server(start_server)
+    async with connect(ws_url(server), subprotocols=GATE) as a, \
+            connect(ws_url(server), subprotocols=GATE) as b:
+        await a.send("wait")
+        assert await a.recv() == "waiting"
+        count = BACKLOG_EVENTS + 50
+        for n in range(count):
+            await a.send(f"m{n}")
+        await b.send("echo")  # a bystander is served meanwhile
+        assert await b.recv() == "echo echo"
+        await b.send("open")
+        assert await b.recv() == "opened"
+        assert await a.recv() == "released"
+        assert [await a.recv() for _ in range(count)] == [f"echo m{n}" for n in range(count)]
+        await a.send("after")  # reading resumed
+        assert await a.recv() == "echo after"
+    assert server.stats.reads_paused >= 1

@@ -46,6 +46,7 @@ class Stats:
     refusals: Counter[str] = field(default_factory=Counter)  # handshake refusals, by reason
     closes: Counter[int] = field(default_factory=Counter)  # closes, by code
     subscriptions_refused: int = 0  # past --max-subscriptions
+    reads_paused: int = 0  # times a connection stopped being read: its hooks were behind
     retained_refused: int = 0  # retained publications not kept: past a --retained-* bound
     history_trimmed: int = 0  # publications dropped from a topic's history past --history-bytes
     history_topics_evicted: int = 0  # topics whose history was forgotten (--history-topics)

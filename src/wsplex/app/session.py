@@ -35,6 +35,33 @@ class Link(Protocol):
         """Start the closing handshake with ``code`` and ``reason``."""
 
 
+#: While a hook waits, later events queue; past either mark the session asks its link
+#: to stop reading (``pause_reading``, if the link has it) until the queue is down to
+#: a quarter: a client that pipelines requests whose answers need Redis round trips
+#: cannot make the node hold its messages without bound (issue 17 item 8).
+BACKLOG_EVENTS = 256
+BACKLOG_BYTES = 4 << 20
+
+
+class Backlog(deque[tuple["Hook", tuple[Any, ...]]]):
+    """The events waiting behind a running hook, with the message bytes they hold."""
+
+    __slots__ = ("paused", "size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+        self.paused = False
+
+
+def _message_size(args: tuple[Any, ...]) -> int:
+    if args:
+        first = args[0]
+        if type(first) is str or type(first) is bytes:
+            return len(first)
+    return 0
+
+
 #: What a hook returns: None when it is done, or an awaitable the session waits for.
 HookResult = Awaitable[None] | None
 Hook = Callable[..., HookResult]
@@ -85,7 +112,7 @@ class Session:
         self.channels: set[str] | None = None
         self._link = link
         self._task: asyncio.Future[None] | None = None  # the hook being awaited
-        self._backlog: deque[tuple[Hook, tuple[Any, ...]]] | None = None
+        self._backlog: Backlog | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.protocol} {self.remote}>"
@@ -122,9 +149,16 @@ class Session:
     def run(self, hook: Hook, *args: Any) -> None:
         """Run a protocol hook now, or after the hooks still running for this session."""
         if self._task is not None:
-            if self._backlog is None:
-                self._backlog = deque()
-            self._backlog.append((hook, args))
+            backlog = self._backlog
+            if backlog is None:
+                backlog = self._backlog = Backlog()
+            backlog.append((hook, args))
+            backlog.size += _message_size(args)
+            if not backlog.paused and (len(backlog) > BACKLOG_EVENTS or backlog.size > BACKLOG_BYTES):
+                backlog.paused = True
+                pause = getattr(self._link, "pause_reading", None)
+                if pause is not None:
+                    pause()
             return
         try:
             result = hook(self, *args)
@@ -139,7 +173,7 @@ class Session:
                 # else (a Redis hub's barrier after a subscribe): the hook's rest
                 # comes first in line after that, not beside it.
                 if self._backlog is None:
-                    self._backlog = deque()
+                    self._backlog = Backlog()
                 self._backlog.appendleft((_resume, (result,)))
             else:
                 self._task = asyncio.ensure_future(self._await(hook, result))
@@ -150,9 +184,18 @@ class Session:
         except Exception:
             self._crashed(hook)
         self._task = None
-        while self._backlog and self._task is None:
-            next_hook, args = self._backlog.popleft()
+        backlog = self._backlog
+        while backlog and self._task is None:
+            next_hook, args = backlog.popleft()
+            backlog.size -= _message_size(args)
             self.run(next_hook, *args)
+        if backlog is not None and backlog.paused and (
+            len(backlog) <= BACKLOG_EVENTS // 4 and backlog.size <= BACKLOG_BYTES // 4
+        ):
+            backlog.paused = False
+            resume = getattr(self._link, "resume_reading", None)
+            if resume is not None:
+                resume()
 
     def _crashed(self, hook: Hook) -> None:
         """A protocol that raises closes only its own connection, with 1011."""

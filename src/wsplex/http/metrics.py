@@ -83,6 +83,9 @@ class StatsCollector:
         yield CounterMetricFamily("wsplex_history_topics_evicted",
                                   "Topics whose history was forgotten past --history-topics",
                                   value=stats.history_topics_evicted)
+        yield CounterMetricFamily("wsplex_reads_paused",
+                                  "Times a connection was not read for a while: its messages waited "
+                                  "for the server (backpressure)", value=stats.reads_paused)
         yield CounterMetricFamily("wsplex_subscriptions_refused",
                                   "Subscriptions and channel joins refused past --max-subscriptions",
                                   value=stats.subscriptions_refused)

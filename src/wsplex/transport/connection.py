@@ -241,6 +241,19 @@ class Connection(WSListener):
         """The buffer drained below the low-water mark: the peer reads again."""
         self.paused = False
 
+    def pause_reading(self) -> None:
+        """The session's hooks are behind (a Session's backlog): read no more for now."""
+        out = self.out
+        if out is not None and not out.is_closing():
+            self.stats.reads_paused += 1
+            out.pause_reading()
+
+    def resume_reading(self) -> None:
+        """The session caught up: read again."""
+        out = self.out
+        if out is not None and not out.is_closing():
+            out.resume_reading()
+
     # -- incoming ------------------------------------------------------------
 
     def _act(self, result: Reply | Close | Failure | PongReceived) -> None:
