@@ -88,6 +88,9 @@ class Counting(Protocol):
     def __init__(self) -> None:  # no server around it: the hub only needs render/deliver
         self.rendered: list[str] = []
 
+    def kicked(self, session: Session, code: int, reason: str) -> None:
+        session.send_text(f"bye: {reason}")  # the last word a protocol may say
+
     def render(self, publication: Publication) -> Outgoing | None:
         self.rendered.append(publication.topic)
         return Outgoing.text(f"<{publication.sender.seen_by(self.name)}> {publication.text}")
@@ -521,6 +524,17 @@ async def test_close_session_on_any_node(cluster: Cluster) -> None:
     assert not await a.close_session("no-such-session", CloseCode.POLICY_VIOLATION, "kicked")
     assert not await a.close_session("999", CloseCode.POLICY_VIOLATION, "kicked")
     assert not l1.closed.done()
+
+
+async def test_a_session_closed_on_any_node_hears_its_protocols_last_word(cluster: Cluster) -> None:
+    """``Protocol.kicked`` runs on the session's own node, just before the close."""
+    a, b = await cluster(), await cluster()
+    bind_counting(a, b)
+    s2, l2 = connect(b, "count")
+    await settle(b)
+    assert await a.close_session(s2.id, CloseCode.POLICY_VIOLATION, "kicked")
+    assert await l2.next() == frame("bye: kicked")
+    assert await asyncio.wait_for(l2.closed, 5) == (CloseCode.POLICY_VIOLATION, "kicked")
 
 
 # -- names and values -----------------------------------------------------------------------

@@ -332,3 +332,45 @@ async def test_with_users_the_password_must_match(start_server: ServerFactory, t
     reason, _, _ = await right.connect()
     assert reason == 0
     await right.stop()
+
+
+async def test_a_5_client_taken_over_hears_disconnect_0x8e(clients: Clients) -> None:
+    """5.0 §3.1.4: the old connection gets DISCONNECT 0x8E (Session taken over), then the close."""
+    old = await clients("twin", version=V5)
+    await clients("twin", version=V5)
+    reason = await old.wait_disconnected()
+    assert int(reason.value) == 0x8E
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_a_5_client_taken_over_from_another_node_hears_disconnect_0x8e(
+        start_server: ServerFactory) -> None:
+    """5.0 §3.1.4 across nodes: the holder's node says 0x8E before it closes the connection."""
+    first_node = await start_server(protocols=PROTOCOLS)
+    second_node = await start_server(protocols=PROTOCOLS)
+    old = Paho(first_node.port, "roaming", version=V5)
+    new = Paho(second_node.port, "roaming", version=V5)
+    try:
+        await old.connect()
+        reason, _, _ = await new.connect()
+        assert reason == 0
+        assert int((await old.wait_disconnected()).value) == 0x8E
+    finally:
+        await asyncio.gather(old.stop(), new.stop())
+
+
+async def test_a_kicked_5_client_hears_disconnect_0x98(start_server: ServerFactory) -> None:
+    """5.0 §3.14.2.1: an operator's ``kick`` is DISCONNECT 0x98 (Administrative action)."""
+    server = await start_server(protocols=("mqtt", "command"), admin_token="tok")
+    client = Paho(server.port, "unwanted", version=V5)
+    try:
+        await client.connect()
+        session_id = await server.hub.lookup_name("mqtt", "unwanted")
+        async with websockets.connect(ws_url(server), subprotocols=["command"]) as operator:  # type: ignore[list-item]
+            await operator.send("auth tok")
+            assert await recv(operator) == "ok: authenticated"
+            await operator.send(f"kick {session_id}")
+            assert await recv(operator) == f"ok: kicked {session_id}"
+        assert int((await client.wait_disconnected()).value) == 0x98
+    finally:
+        await client.stop()

@@ -94,6 +94,12 @@ class Protocol:
         1001: the moment to say goodbye in the protocol's own terms (MQTT 5.0's DISCONNECT
         0x8B). Sending is all it may do; the closes follow at once."""
 
+    def kicked(self, session: Session, code: int, reason: str) -> None:
+        """The hub is about to close ``session`` because someone asked it to
+        (:meth:`Hub.close_session`: ``kick``, a takeover from another node), with ``code``
+        and ``reason``: the moment to say why in the protocol's own terms (MQTT 5.0's
+        DISCONNECT 0x8E or 0x98). Sending is all it may do; the close follows at once."""
+
     async def stop(self) -> None:
         """Called once at shutdown, after every connection is closed."""
 

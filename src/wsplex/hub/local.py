@@ -54,6 +54,10 @@ class _Passthrough:
             if session.id != exclude:
                 session.send(message)
 
+    @staticmethod
+    def kicked(session: Session, code: int, reason: str) -> None:
+        """Nothing to say before the close."""
+
 
 _PASSTHROUGH = _Passthrough()
 
@@ -296,6 +300,20 @@ class Local:
         for session in list(members.values()):  # a copy: a send may close a receiver
             if session is not skipped:
                 session.send(message)
+
+    def close(self, session_id: str, code: int, reason: str) -> bool:
+        """Close a session of this node for ``Hub.close_session``, its protocol's
+        :meth:`~wsplex.app.protocol.Protocol.kicked` first; False when it is not here."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        if not session.closed:
+            try:
+                self.receivers.get(session.protocol, _PASSTHROUGH).kicked(session, code, reason)
+            except Exception:  # its last word failed: the close happens all the same
+                log.exception("protocol %s failed to say goodbye to %s", session.protocol, session)
+            session.close(code, reason)
+        return True
 
     def send_to(self, session_id: str, message: Outgoing) -> bool:
         """Hand ``message`` to a session of this node; False when it is not here."""

@@ -89,11 +89,7 @@ class MemoryHub(NodeHub):
         self.local.send_to(session_id, message)
 
     async def close_session(self, session_id: str, code: int, reason: str) -> bool:
-        session = self.local.sessions.get(session_id)
-        if session is None:
-            return False
-        session.close(code, reason)
-        return True
+        return self.local.close(session_id, code, reason)
 
     def touch(self, session: Session) -> None:
         """Presence is the session itself: nothing to refresh."""

@@ -451,9 +451,7 @@ class RedisHub(NodeHub):
             self.queue.send(("PUBLISH", self.keys.node_channel_of(node), envelope), fanout=True)
 
     async def close_session(self, session_id: str, code: int, reason: str) -> bool:
-        session = self.local.sessions.get(session_id)
-        if session is not None:
-            session.close(code, reason)
+        if self.local.close(session_id, code, reason):
             return True
         node = node_of(session_id)
         if not node or node == self.node_id:
@@ -525,10 +523,8 @@ class RedisHub(NodeHub):
         elif kind == DIRECT:
             self.local.send_to(strings[1], Outgoing(blobs[0], is_text=bool(flags & TEXT)))
         elif kind == KICK:
-            session = self.local.sessions.get(strings[1])
-            if session is not None:
-                (code,) = CODE.unpack(blobs[0])
-                session.close(code, strings[2])
+            (code,) = CODE.unpack(blobs[0])
+            self.local.close(strings[1], code, strings[2])
 
 
 def _pairs_of(flat: Any) -> list[tuple[Any, Any]]:

@@ -18,8 +18,8 @@ SUBSCRIBE is a hub subscription, so an MQTT client hears chat rooms
   [MQTT-3.1.3-8]; 5.0 returns it as Assigned Client Identifier, §3.2.2.3.7).
 * **Takeover** (3.1.1 [MQTT-3.1.4-2], 5.0 §3.1.4): client ids are hub names in
   scope ``mqtt``, so they are unique across a cluster; a CONNECT with a client
-  id in use closes the holder (5.0: DISCONNECT 0x8E first when it is on this
-  node) and takes the name.
+  id in use closes the holder (5.0: DISCONNECT 0x8E first, on whichever node it
+  is: :meth:`MQTTProtocol.kicked`) and takes the name. A ``kick`` is DISCONNECT 0x98.
 * **Keep-alive** (3.1.1 §3.1.2.10 [MQTT-3.1.2-24], 5.0 §3.1.2.10): a client
   silent for 1.5 times its Keep Alive is closed (5.0: DISCONNECT 0x8D). One
   timer sweeps every watched connection each second: no task per connection.
@@ -126,6 +126,9 @@ RECEIVE_MAXIMUM: Final = 1024
 TOPIC_ALIAS_MAXIMUM: Final = 64
 #: 5.0 §3.1.2.11.2: this Session Expiry Interval means "never".
 NEVER: Final = 0xFFFFFFFF
+#: The reason of the ``close_session`` a takeover sends the holder's node: its
+#: :meth:`MQTTProtocol.kicked` says DISCONNECT 0x8E for it, 0x98 for any other kick.
+TAKEN_OVER: Final = "MQTT session taken over"
 #: How long a takeover waits for a holder on another node to let go of the client id.
 TAKEOVER_WAIT: Final = 5.0
 _TAKEOVER_POLL: Final = 0.05
@@ -239,6 +242,16 @@ class MQTTProtocol(Protocol):
             if conn.level == LEVEL_5 and conn.connected:
                 props = Properties({Prop.REASON_STRING: "server shutting down"})
                 conn.session.send_bytes(encode_disconnect(Reason.SERVER_SHUTTING_DOWN, props))
+
+    def kicked(self, session: Session, code: int, reason: str) -> None:
+        """5.0 §3.14: DISCONNECT before a close the hub was asked for: 0x8E (Session taken
+        over) for a takeover from another node (5.0 §3.1.4), 0x98 (Administrative action)
+        for an operator's ``kick``."""
+        conn = session.state
+        if type(conn) is Connection:
+            taken_over = reason == TAKEN_OVER
+            self._end(conn, Reason.SESSION_TAKEN_OVER if taken_over else Reason.ADMINISTRATIVE_ACTION,
+                      "session taken over" if taken_over else reason or "kicked", code)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -542,7 +555,7 @@ class MQTTProtocol(Protocol):
                 continue
             holder = await hub.lookup_name(NAME_SCOPE, client_id)
             if holder is not None and holder != session.id:
-                await hub.close_session(holder, CloseCode.NORMAL, "MQTT session taken over")
+                await hub.close_session(holder, CloseCode.NORMAL, TAKEN_OVER)
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(_TAKEOVER_POLL)  # the holder's node lets go when it has closed
