@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from support import ServerFactory, Spawn, ws_url
 from support.wamp import SERIALIZERS, TIMEOUT, Client, connect_client, make, wamp_client, wamp_clients
 from wsplex.app.users import hash_password
+from wsplex.config import Settings
 from wsplex.protocols.wamp.router import META_ROLES, ROLES
 from wsplex.server import Server
 
@@ -811,3 +812,28 @@ async def test_session_meta_api(join: Open, hub: str, realm: str) -> None:
     await other.leave()
     assert (await leaves.next_args())[:2] == (gone, str(gone))
     assert await watcher.call("wamp.session.count") == 1
+
+
+# -- shutdown (SPEC §8) -------------------------------------------------------------------------
+
+
+async def test_shutdown_says_goodbye_system_shutdown() -> None:
+    """§"Session Closing": a router that stops ends each session with GOODBYE
+    ``wamp.close.system_shutdown``, in its own serialisation, then the server closes
+    the connection with 1001."""
+    server = Server(Settings(host="127.0.0.1", port=0, protocols=PROTOCOLS, shutdown_timeout=2.0))
+    await server.start()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        ws = await raw(server, "com.example.app")
+        autobahn = await wamp_client(server, "msgpack")
+        stopping = asyncio.create_task(server.stop())
+        code, details, reason = await receive(ws)
+        assert (code, reason) == (6, "wamp.close.system_shutdown") and isinstance(details, dict)
+        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        assert ws.close_code == 1001
+        left = await asyncio.wait_for(autobahn.left, TIMEOUT)
+        assert left.reason == "wamp.close.system_shutdown"
+        await asyncio.wait_for(autobahn.closed, TIMEOUT)
+    finally:
+        await (stopping if stopping is not None else server.stop())

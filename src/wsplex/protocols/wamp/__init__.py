@@ -54,6 +54,9 @@ class WampProtocol(Protocol):
         super().__init__(context)
         self.router = router_for(context)
 
+    def shutting_down(self) -> None:
+        self.router.shutting_down(self.serializer)
+
     async def stop(self) -> None:
         self.router.close()
 

@@ -114,6 +114,7 @@ NO_AUTH_METHOD: Final = "wamp.error.no_auth_method"
 NO_SUCH_SESSION: Final = "wamp.error.no_such_session"
 AUTHENTICATION_FAILED: Final = "wamp.error.authentication_failed"
 GOODBYE_AND_OUT: Final = "wamp.close.goodbye_and_out"
+SYSTEM_SHUTDOWN: Final = "wamp.close.system_shutdown"
 
 
 
@@ -482,6 +483,17 @@ class Router:
         #: Calls of sessions here to callees of other nodes, by (caller's session ID, request).
         self._remote_calls: dict[tuple[int, int], RemoteCall] = {}
         self._background: set[asyncio.Future[Any]] = set()
+
+    def shutting_down(self, serializer: Serializer) -> None:
+        """§"Session Closing": the router ends each session of ``serializer`` with GOODBYE
+        ``wamp.close.system_shutdown`` before the server closes its connection (1001). The
+        session stays until the connection goes, so the client's GOODBYE in reply is
+        not a message outside a session."""
+        goodbye = [wire.GOODBYE, {"message": "the server is shutting down"}, SYSTEM_SHUTDOWN]
+        for realm in list(self.realms.values()):
+            for peer in list(realm.peers.values()):
+                if peer.serializer is serializer:
+                    peer.send(goodbye)
 
     def close(self) -> None:
         """The server stops: end the router's own background work."""
