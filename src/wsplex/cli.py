@@ -181,6 +181,7 @@ async def serve(settings: Settings) -> None:
     # must already mean a graceful shutdown.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_shutdown)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)  # certificate renewals, --users edits
     await server.start()
     await server.serve_forever()
 

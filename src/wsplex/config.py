@@ -269,6 +269,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("trusted_proxy", (), "a proxy's address or network (repeatable): for connections from "
            "it the client address is taken from X-Forwarded-For or Forwarded", NETWORK, network,
            metavar="CIDR", attr="trusted_proxies", repeat=True, shown="none: those headers are ignored"),
+    Option("drain_seconds", 0.0, "on shutdown, seconds /healthz answers 503 \"draining\" and new "
+           "upgrades are refused while open connections are served, before they are closed with 1001",
+           NETWORK, seconds, metavar="S"),
 
     Option("protocols", BUILTIN_PROTOCOLS, "protocols to enable, in the server's preference order; "
            "a plugin's protocols only when listed", PROTOCOLS, protocol_list, metavar="A,B"),
@@ -415,6 +418,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = _default("trusted_proxy")
     tls_cert: str | None = _default("tls_cert")
     tls_key: str | None = _default("tls_key")
+    drain_seconds: float = _default("drain_seconds")
 
     # Protocol options
     app_dir: str = _default("app_dir")

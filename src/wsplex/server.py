@@ -10,6 +10,7 @@ and the graceful shutdown. The WebSocket library stays inside
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -19,6 +20,7 @@ from typing import Any
 
 from wsplex.app.protocol import Context, Protocol
 from wsplex.app.registry import ProtocolRegistry
+from wsplex.app.users import Users, UsersFileError
 from wsplex.config import Settings
 from wsplex.http.admission import ConnectionCounter
 from wsplex.http.handshake import decide
@@ -106,6 +108,8 @@ class Server:
                                  self.http.handle)
         self._keepalive: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal cuts --drain-seconds short
+        self.tls: ssl.SSLContext | None = None
 
     @property
     def connections(self) -> set[Connection]:
@@ -121,7 +125,7 @@ class Server:
         settings = self.settings
         tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
-            tls = tls_context(settings.tls_cert, settings.tls_key)
+            tls = self.tls = tls_context(settings.tls_cert, settings.tls_key)
         await self.listener.start(tls)
         if settings.ping_interval > 0:
             self._keepalive = asyncio.create_task(self._keepalive_loop())
@@ -137,8 +141,39 @@ class Server:
         return self.listener.port
 
     def request_shutdown(self) -> None:
-        """Ask for a graceful shutdown (signal handlers, ``killserver``)."""
+        """Ask for a graceful shutdown (signal handlers, ``killserver``); asked again, skip
+        what is left of ``--drain-seconds``."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
+
+    def reload(self) -> None:
+        """SIGHUP: read the TLS certificate and key and the ``--users`` file again.
+
+        Open connections are untouched; new TLS handshakes use the new
+        certificate (the listener's context is loaded in place). A file that
+        cannot be used is logged and the one in use kept.
+        """
+        settings = self.settings
+        if self.tls is not None and settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                # Into a throwaway context first: a load that fails half way (the new
+                # certificate read, the key refused) would leave the live one mismatched.
+                tls_context(settings.tls_cert, settings.tls_key)
+                self.tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("SIGHUP: cannot reload the TLS certificate %s: %s; keeping the old one",
+                          settings.tls_cert, exc)
+            else:
+                log.info("SIGHUP: reloaded the TLS certificate %s", settings.tls_cert)
+        if settings.users_file is not None:
+            try:
+                fresh = Users.load(settings.users_file)
+            except UsersFileError as exc:
+                log.error("SIGHUP: cannot reload --users: %s; keeping the old users", exc)
+            else:
+                self.context.users.take(fresh)
+                log.info("SIGHUP: reloaded --users %s (%d users)", settings.users_file, len(fresh))
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`request_shutdown`, then shut down gracefully."""
@@ -146,7 +181,12 @@ class Server:
         await self.stop()
 
     async def stop(self) -> None:
-        """Close every connection with 1001 and wait for them, at most ``shutdown_timeout`` (SPEC §8)."""
+        """Close every connection with 1001 and wait for them, at most ``shutdown_timeout`` (SPEC §8).
+
+        With ``--drain-seconds`` the node first drains: see :meth:`_stand_down`.
+        """
+        if self.settings.drain_seconds > 0 and not self._hurry.is_set():
+            await self._stand_down(self.settings.drain_seconds)
         self.listener.close()
         if self._keepalive is not None:
             self._keepalive.cancel()
@@ -162,6 +202,15 @@ class Server:
             await protocol.stop()
         await self.hub.stop()
         log.info("wsplex stopped")
+
+    async def _stand_down(self, seconds: float) -> None:
+        """Keep serving open connections, but answer ``/healthz`` 503 "draining" and new
+        upgrades 503, so a load balancer stops sending clients here before they are closed."""
+        self.http.draining = self.listener.draining = True
+        log.info("draining for %g s: /healthz answers 503, new upgrades are refused, "
+                 "%d open connections stay until then", seconds, len(self.connections))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), seconds)
 
     async def _drain(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -79,6 +79,13 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     workers = {n: start_worker(argv, port, n) for n in range(1, settings.workers + 1)}
+
+    def reload(signum: int, frame: FrameType | None) -> None:  # each worker reloads its own files
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, reload)
     started = dict.fromkeys(workers, time.monotonic())
     quick = dict.fromkeys(workers, 0)  # deaths in a row soon after starting
     log.info("wsplex supervising %d workers on port %d", settings.workers, port)
@@ -105,16 +112,18 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                 time.sleep(0.5)  # a signal or a dead worker is seen within half a second
     finally:
         reserved.close()
-        _stop_all(list(workers.values()), stopping[0] if stopping else signal.SIGTERM)
+        _stop_all(list(workers.values()), stopping[0] if stopping else signal.SIGTERM,
+                  settings.drain_seconds)
     return status
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]], signum: int) -> None:
-    """Pass the signal on and wait; a worker still there after its shutdown timeout is killed."""
+def _stop_all(procs: list[subprocess.Popen[bytes]], signum: int, drain: float) -> None:
+    """Pass the signal on and wait; a worker still there after its drain and shutdown timeout
+    is killed."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signum)
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + drain + 15.0
     for proc in procs:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))

@@ -122,6 +122,15 @@ class Users:
                 raise UsersFileError(f"{path}: user {name!r}: {exc}") from None
         return cls(hashes, enabled=True)
 
+    def take(self, other: Users) -> None:
+        """Hold ``other``'s users from now on (SIGHUP reloads the file).
+
+        In place, so every protocol that kept this object (or its ``check``)
+        sees them; one attribute store, so a check running in a thread sees
+        the old table or the new one, never a mix.
+        """
+        object.__setattr__(self, "hashes", other.hashes)
+
     def __contains__(self, name: object) -> bool:
         return name in self.hashes
 

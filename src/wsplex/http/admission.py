@@ -38,6 +38,7 @@ class Refusal(StrEnum):
     MAX_CONNECTIONS_PER_IP = "max_connections_per_ip"
     HEADER_SIZE = "header_size"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
+    DRAINING = "draining"  # the server is shutting down (--drain-seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,12 @@ class Refused:
     reason: Refusal
     text: str
     headers: tuple[tuple[str, str], ...] = ()
+
+
+#: The refusal of new upgrades while the server drains (``--drain-seconds``): a load
+#: balancer sends the client to another node.
+DRAINING = Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.DRAINING,
+                   "server draining: shutting down, connect to another node")
 
 
 class ConnectionCounter:

@@ -64,6 +64,8 @@ class HttpApp:
     ) -> None:
         self.registry = registry
         self.hub = hub
+        #: Set by the server's shutdown while it drains (``--drain-seconds``).
+        self.draining = False
         self._routes: dict[str, Route] = {
             "/": lambda: static_file("index.html"),
             "/protocols": self.protocols,
@@ -88,6 +90,11 @@ class HttpApp:
         return Response.json(payload, HTTPStatus.OK, **{"Access-Control-Allow-Origin": "*"})
 
     def healthz(self) -> Response:
+        """200 while the node takes clients; 503 while it drains or cannot reach Redis,
+        so a load balancer takes it out of rotation."""
+        if self.draining:
+            return Response.json({"status": "draining", "node": self.hub.node_id},
+                                 HTTPStatus.SERVICE_UNAVAILABLE)
         if self.hub.healthy:
             return Response.json({"status": "ok", "version": __version__, "node": self.hub.node_id})
         return Response.json(

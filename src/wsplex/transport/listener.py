@@ -29,7 +29,7 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 
 from wsplex.app.protocol import Protocol as AppProtocol
 from wsplex.app.session import Hook
-from wsplex.http.admission import Refusal, Refused
+from wsplex.http.admission import DRAINING, Refusal, Refused
 from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
 from wsplex.http.routes import Response
 from wsplex.transport.connection import Connection, Shared
@@ -78,6 +78,8 @@ class Listener:
                                       f"request headers larger than {header_limit} bytes")
         self.timed_out = raw_response(HTTPStatus.REQUEST_TIMEOUT,
                                       f"handshake not completed within {settings.handshake_timeout:g} s")
+        #: Shutting down (``--drain-seconds``): upgrades get 503, open connections stay.
+        self.draining = False
         self._server: asyncio.Server | None = None
         self._switching: dict[tuple[str | None, str | None], Any] = {}
 
@@ -125,7 +127,8 @@ class Listener:
             _log_http(logging.INFO, peer, request, response.status, "")
             return response
         if type(decision) is Accept:
-            refused = self.shared.counter.admit(decision.address)  # the slot, released by Connection
+            # the slot, released by Connection
+            refused = DRAINING if self.draining else self.shared.counter.admit(decision.address)
             if refused is None:
                 normalise_connection_header(request.headers)
                 name = decision.protocol
