@@ -537,6 +537,23 @@ async def test_a_session_closed_on_any_node_hears_its_protocols_last_word(cluste
     assert await asyncio.wait_for(l2.closed, 5) == (CloseCode.POLICY_VIOLATION, "kicked")
 
 
+async def test_retained_count_without_a_round_trip(cluster: Cluster) -> None:
+    """What ``/metrics`` shows: exact on one node; on Redis the cluster's, as of this
+    node's last heartbeat (run here by hand: ``Directory.on_beat``)."""
+    a, b = await cluster(), await cluster()
+    for topic in ("svc/x", "svc/y", "svc/z"):
+        a.publish(text(topic, "1", retain=True))
+    a.publish(text("svc/x", "2", retain=True))  # a new value, the same topic
+    a.publish(text("svc/y", "", retain=True))  # cleared
+    a.publish(text("svc/w", "not kept"))
+    await settle(a)
+    for hub in (a, b):
+        if isinstance(hub, RedisHub):
+            hub.directory.on_beat()
+            await settle(hub)
+        assert hub.retained_count() == 2
+
+
 # -- names and values -----------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from support import ServerFactory, ws_url
 from support.mqtt import V5, V311, Paho, properties
 from wsplex.app.users import hash_password
+from wsplex.hub.redis import RedisHub
 from wsplex.server import Server
 
 PROTOCOLS = ("mqtt", "chat", "JSONsvc", "echo")
@@ -288,10 +289,15 @@ async def test_status_counts_the_brokers_sessions(start_server: ServerFactory) -
         await client.connect()
         await client.subscribe("a", 1)
         await client.subscribe("b", 1)
+        await client.publish("sensors/temp", "21.5", 1, retain=True)
+        if isinstance(server.hub, RedisHub):  # the cluster's count, as a heartbeat reads it
+            server.hub.directory.on_beat()
+            await server.hub.sync()
         async with websockets.connect(ws_url(server), subprotocols=["command"]) as operator:  # type: ignore[list-item]
             await operator.send("status --json")
             status = json.loads(await recv(operator))
-        assert (status["mqtt_sessions"], status["mqtt_subscriptions"], status["mqtt_dropped"]) == (1, 2, 0)
+        assert (status["mqtt_sessions"], status["mqtt_subscriptions"], status["mqtt_dropped"],
+                status["mqtt_queued"], status["mqtt_retained"]) == (1, 2, 0, 0, 1)
     finally:
         await client.stop()
 

@@ -282,7 +282,7 @@ async def test_a_persistent_session_queues_while_away_and_resends_with_dup(
     status, metrics = await http_get(server.port, "/metrics")
     assert status == 200
     for line in ("wsplex_mqtt_sessions_away 1.0", "wsplex_mqtt_queued 2.0", "wsplex_mqtt_inflight 1.0",
-                 "wsplex_mqtt_subscriptions", "wsplex_mqtt_dropped_total 1.0"):
+                 "wsplex_mqtt_subscriptions", "wsplex_mqtt_dropped_total 1.0", "wsplex_mqtt_retained 0.0"):
         assert line.encode() in metrics
     async with await open_wire(server) as ws:
         wire = Wire(ws)

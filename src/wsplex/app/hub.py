@@ -97,6 +97,12 @@ class Hub(ABC):
         """The retained publications of every topic matching ``topic_filter``."""
 
     @abstractmethod
+    def retained_count(self) -> int:
+        """Topics with a retained publication, as this node knows it without a round trip
+        (``/metrics``, ``status``): exact on one node; on Redis, the cluster's count at
+        connect and at each heartbeat (every third of ``--redis-ttl``)."""
+
+    @abstractmethod
     def keep_history(self, prefix: str, limit: int) -> None:
         """Keep the last ``limit`` publications of every topic starting with ``prefix``."""
 

@@ -46,6 +46,9 @@ class MemoryHub(NodeHub):
     async def retained(self, topic_filter: str) -> list[Publication]:
         return self.retained_store.matching(topic_filter)
 
+    def retained_count(self) -> int:
+        return len(self.retained_store)
+
     def keep_history(self, prefix: str, limit: int) -> None:
         self._history.rules.add(prefix, limit)
 

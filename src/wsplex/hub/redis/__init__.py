@@ -38,7 +38,8 @@ Retained publications and history
     One hash, topic -> envelope (an empty retained payload deletes the
     field); a list per topic with a history rule, appended and trimmed by the
     publishing node. Both are written before the PUBLISH, so whoever received
-    a publication finds it there.
+    a publication finds it there. ``retained_count`` (``/metrics``) is the
+    hash's HLEN, read at connect and at each heartbeat.
 
 Barriers
     After a subscribe (to a filter that is not pinned) or a join, the session's next event waits
@@ -152,6 +153,8 @@ class RedisHub(NodeHub):
         self._barrier: asyncio.Future[None] | None = None
         self._held: set[str] = set()  # sessions already waiting on _barrier
         self._tasks: list[asyncio.Task[None]] = []
+        self._retained_count = 0  # HLEN of the retained hash at the last heartbeat
+        self.directory.on_beat = self._count_retained
         self.queue.prepare = self._sync_subscriptions
         self.queue.on_lost = self._writer_lost
 
@@ -212,6 +215,7 @@ class RedisHub(NodeHub):
         await self.link.sync(self._wanted_channels(), self._wanted_patterns())
         self.queue.replace(self.directory.rewrite())  # first in the queue: all else comes after
         claims = self.directory.reclaim()
+        self._count_retained()
         async with asyncio.timeout(COMMAND_TIMEOUT):
             await self.queue.call(("PING",))
         for scope, name, claim in claims:
@@ -367,6 +371,18 @@ class RedisHub(NodeHub):
             return await self._scan_retained(topic_filter)
         except RedisUnavailable:
             return []
+
+    def retained_count(self) -> int:
+        return self._retained_count
+
+    def _count_retained(self) -> None:
+        """Count the retained topics again (at connect, at each heartbeat): other nodes' too."""
+        with contextlib.suppress(RedisUnavailable):
+            self.queue.call(("HLEN", self.keys.retained)).add_done_callback(self._set_retained_count)
+
+    def _set_retained_count(self, reply: asyncio.Future[Any]) -> None:
+        if not reply.cancelled() and reply.exception() is None:
+            self._retained_count = int(reply.result())
 
     async def _scan_retained(self, topic_filter: str) -> list[Publication]:
         """HSCAN with the filter's glob finds candidates; :func:`matches` decides."""

@@ -69,6 +69,8 @@ class Directory:
         self.local = local
         self.queue = queue
         self.ttl_ms = ttl_ms
+        #: Called at each heartbeat while Redis is up: what the hub refreshes at that pace.
+        self.on_beat: Callable[[], None] = lambda: None
 
     # -- writes, as the local state changes --------------------------------------
 
@@ -271,6 +273,7 @@ class Directory:
             if self.queue.up:
                 for command in self.refresh():
                     self.queue.send(command)
+                self.on_beat()
 
     def goodbye(self) -> Iterator[Command]:
         """Free everything this node holds at once rather than after the TTL."""

@@ -228,6 +228,9 @@ class MQTTProtocol(Protocol):
                                     lambda: sum(len(c.inflight) for c in sessions())),
             "mqtt_dropped": Figure("Queued MQTT messages dropped, oldest first, past --mqtt-max-queued",
                                    lambda: self._dropped, counter=True),
+            "mqtt_retained": Figure("Retained messages (topics with one, from any protocol); with --redis "
+                                    "the cluster's, as of this node's last heartbeat",
+                                    self.hub.retained_count),
         }
 
     # -- lifecycle -------------------------------------------------------------
