@@ -344,6 +344,14 @@ OPTIONS: tuple[Option, ...] = (
            LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
+    Option("max_fragments", 4096, "frames one message may arrive in; more close the connection "
+           "with 1008", LIMITS, positive, metavar="N"),
+    Option("fragment_timeout", 60.0, "seconds a fragmented message may stay unfinished, checked "
+           "by the keepalive sweep (every --ping-interval); then 1008; 0 disables", LIMITS, seconds,
+           metavar="S"),
+    Option("max_partial_bytes", 256 << 20, "bytes held by the unfinished messages of all "
+           "connections; the one that would pass it closes with 1013", LIMITS, size, metavar="BYTES",
+           show=show_size),
 
     Option("compression", True, "permessage-deflate (RFC 7692) with clients that offer it",
            COMPRESSION, flag=True, shown="on"),
@@ -414,6 +422,9 @@ class Settings:
     history_topics: int = _default("history_topics")
     history_bytes: int = _default("history_bytes")
     max_send_buffer: int = _default("max_send_buffer")
+    max_fragments: int = _default("max_fragments")
+    fragment_timeout: float = _default("fragment_timeout")
+    max_partial_bytes: int = _default("max_partial_bytes")
     origins: tuple[str, ...] = _default("origin")
     trusted_proxies: tuple[str, ...] = _default("trusted_proxy")
     tls_cert: str | None = _default("tls_cert")

@@ -45,6 +45,8 @@ class Stats:
     connections: Counter[str] = field(default_factory=Counter)  # open, by protocol
     refusals: Counter[str] = field(default_factory=Counter)  # handshake refusals, by reason
     closes: Counter[int] = field(default_factory=Counter)  # closes, by code
+    #: Connections closed for going past a frame-level limit, by ``wsplex.ws.frames.Limit`` value.
+    limit_closes: Counter[str] = field(default_factory=Counter)
     subscriptions_refused: int = 0  # past --max-subscriptions
     reads_paused: int = 0  # times a connection stopped being read: its hooks were behind
     retained_refused: int = 0  # retained publications not kept: past a --retained-* bound

@@ -53,6 +53,13 @@ class StatsCollector:
         for code, count in sorted(stats.closes.items()):
             closes.add_metric([str(int(code))], count)
         yield closes
+        limit_closes = CounterMetricFamily(
+            "wsplex_limit_closes",
+            "Connections closed for going past a frame-level limit (SPEC §8), by limit",
+            labels=["limit"])
+        for limit, count in sorted(stats.limit_closes.items()):
+            limit_closes.add_metric([str(limit)], count)
+        yield limit_closes
         yield CounterMetricFamily("wsplex_slow_consumer_drops",
                                   "Connections closed because their send buffer passed the cap",
                                   value=stats.slow_consumer_drops)

@@ -13,18 +13,22 @@ the order they were queued. Data and pongs wait for the end of the loop turn
 (:mod:`.flusher`: one ``write()`` per connection per turn); a ping or a close
 is queued after them and flushed at once (a close because TCP goes next).
 
-Limits (SPEC §8): messages and pings per second are counted here, since they
-are a server policy and not RFC 6455; a connection whose send buffer passes the
-send-buffer cap is a slow consumer and is closed with 1008. Pings are answered
-here rather than by picows, so pongs are coalesced with other frames and count
-towards the rate and the send-buffer cap.
+Limits (SPEC §8): frames per second are counted here, since they are a server
+policy and not RFC 6455: every frame counts, data and control alike, an empty
+continuation as much as a whole message (issue 17); a connection whose send
+buffer passes the send-buffer cap is a slow consumer and is closed with 1008.
+Pings are answered here rather than by picows, so pongs are coalesced with
+other frames and count towards the send-buffer cap. The keepalive sweep
+(:meth:`Connection.ping`) also bounds how long a fragmented message may stay
+unfinished. A limit's close is logged at WARNING and counted by
+:class:`~wsplex.ws.frames.Limit` (``wsplex_limit_closes_total``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -39,9 +43,10 @@ from wsplex.logs import connection_fields
 from wsplex.stats import Stats
 from wsplex.transport.flusher import Flusher
 from wsplex.transport.picows_workarounds import GuardedTransport
+from wsplex.ws.assembler import PartialBytes
 from wsplex.ws.close import CloseCode
 from wsplex.ws.connection import After, Close, Failure, PongReceived, Reply, State, WebSocket
-from wsplex.ws.frames import Opcode, encode_frame
+from wsplex.ws.frames import Limit, Opcode, encode_frame
 
 log = logging.getLogger("wsplex.server")
 
@@ -79,6 +84,11 @@ class Shared:
     #: One message of the largest allowed size always fits, whatever the flag says.
     send_buffer_cap: int
     connections: set[Connection]
+    #: The bytes held by every connection's unfinished message: ``--max-partial-bytes``.
+    partial: PartialBytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.partial = PartialBytes(self.settings.max_partial_bytes)
 
 
 class Connection(WSListener):
@@ -106,6 +116,8 @@ class Connection(WSListener):
         "stats",
         "subprotocol",
         "transport",
+        "unfinished",
+        "unfinished_since",
         "ws",
     )
     #: permessage-deflate's connection gives its sessions another ``send`` (:mod:`.deflate`).
@@ -123,7 +135,8 @@ class Connection(WSListener):
                                accept.query, accept.address)
         self.subprotocol = accept.subprotocol  # for the 101 response (RFC 6455 §4.2.2)
         self.offered = accept.offered  # for the connect log line, then dropped
-        self.ws = WebSocket(shared.settings.max_message_size)
+        settings = shared.settings
+        self.ws = WebSocket(settings.max_message_size, settings.max_fragments, shared.partial)
         self.guard = guard
         self.transport: WSTransport | None = None
         self.out: asyncio.Transport | None = None  # the socket's transport, not picows' view of it
@@ -134,7 +147,10 @@ class Connection(WSListener):
         self.ping_sent_at: float | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self.paused = False
-        self.rate = MessageRate(shared.settings.max_messages_per_second, 0.0)
+        self.rate = MessageRate(settings.max_messages_per_second, 0.0)
+        #: The unfinished message the keepalive sweep last saw (``ws.messages_opened``), and when.
+        self.unfinished = 0
+        self.unfinished_since = 0.0
 
     def __repr__(self) -> str:
         return f"<Connection {self.session.id} {self.ws.state.value}>"
@@ -167,26 +183,26 @@ class Connection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self.pending is None:
             self.receiving = True  # what this read makes us send waits for its end, see _end_read
-        payload = frame.get_payload_as_bytes()
-        try:
-            # WSMsgType is an IntEnum at run time (its stub says Enum): it compares as the opcode.
-            result = self.ws.receive(frame.msg_type, frame.fin, payload,  # type: ignore[arg-type]
-                                     frame.rsv1, frame.rsv2, frame.rsv3)
-            if result is not None:
-                kind = type(result)
-                if kind is str or kind is bytes:  # the hot path: a whole message
-                    rate = self.rate
-                    rate.count += 1
-                    if rate.count <= rate.limit or not self._over_rate():
+        rate = self.rate
+        rate.count += 1  # every frame, see the module docstring
+        if rate.count <= rate.limit or not self._over_rate():
+            payload = frame.get_payload_as_bytes()
+            try:
+                # WSMsgType is an IntEnum at run time (its stub says Enum): it compares as the opcode.
+                result = self.ws.receive(frame.msg_type, frame.fin, payload,  # type: ignore[arg-type]
+                                         frame.rsv1, frame.rsv2, frame.rsv3)
+                if result is not None:
+                    kind = type(result)
+                    if kind is str or kind is bytes:  # the hot path: a whole message
                         stats = self.stats
                         stats.bytes_in += len(payload)
                         stats.messages_in += 1
                         self.session.run(self.on_message, result)
-                else:
-                    self._act(result)  # type: ignore[arg-type]
-        except Exception:  # a bug of ours must not reach picows, which would send 1011 itself
-            log.exception("frame handling failed for %s", self.session)
-            self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+                    else:
+                        self._act(result)  # type: ignore[arg-type]
+            except Exception:  # a bug of ours must not reach picows, which would send 1011 itself
+                log.exception("frame handling failed for %s", self.session)
+                self.fail(CloseCode.INTERNAL_ERROR, "internal error")
         if frame.last_in_buffer:
             if self.receiving:
                 self._end_read()
@@ -259,28 +275,39 @@ class Connection(WSListener):
     def _act(self, result: Reply | Close | Failure | PongReceived) -> None:
         """A decision of :meth:`WebSocket.receive` other than a message."""
         if type(result) is Reply:
-            rate = self.rate
-            rate.count += 1  # pings count as messages (SPEC §8)
-            if rate.count <= rate.limit or not self._over_rate():
-                self._queue(result.frame)
+            self._queue(result.frame)
         elif type(result) is PongReceived:
             self.ping_sent_at = None
         elif type(result) is Failure:
+            if result.limit is not None:
+                self._limit_reached(result.limit, result.reason)
             self._fail_after_replies(result)
         else:
             self._apply(result)  # type: ignore[arg-type]
 
     def _over_rate(self) -> bool:
-        """SPEC §8: at most ``max_messages_per_second`` messages and pings per second.
+        """SPEC §8: at most ``max_messages_per_second`` frames per second.
 
         Called once the count has passed the limit (the caller counts): is that
-        within one second? Then the connection fails with 1008.
+        within one second? Then the connection fails with 1008 and the frame is
+        dropped. Once closing, the state machine discards all but a close frame
+        anyway, so the rate stops mattering: the peer's close still gets through.
         """
+        if self.ws.state is not _OPEN:
+            return False
         rate = self.rate
         if rate.exceeded(asyncio.get_running_loop().time()):
-            self.fail(CloseCode.POLICY_VIOLATION, f"more than {rate.limit} messages per second")
+            reason = f"more than {rate.limit} messages per second"
+            self._limit_reached(Limit.RATE, reason)
+            self.ws.drop_message()
+            self.fail(CloseCode.POLICY_VIOLATION, reason)
             return True
         return False
+
+    def _limit_reached(self, limit: Limit, reason: str) -> None:
+        """A server limit closes this connection: log it and count it (SPEC §8)."""
+        self.stats.limit_closes[limit] += 1
+        log.warning("closing %s: %s (%s)", self.session, reason, limit, extra=connection_fields(self.session))
 
     # -- outgoing (the session's Link) -----------------------------------------
 
@@ -442,7 +469,23 @@ class Connection(WSListener):
     # -- keepalive -------------------------------------------------------------
 
     def ping(self, now: float) -> None:
-        """Send a keepalive ping unless one is unanswered (SPEC §1)."""
+        """The keepalive sweep's visit: a ping unless one is unanswered (SPEC §1), and the
+        fragment timeout.
+
+        A message still unfinished ``--fragment-timeout`` after the sweep first saw it
+        fails the connection with 1008: the sweep, not a timer per connection, so the
+        bound is the timeout plus up to one ``--ping-interval``.
+        """
+        ws = self.ws
+        if ws.in_message and self.shared.settings.fragment_timeout > 0:
+            if self.unfinished != ws.messages_opened:
+                self.unfinished, self.unfinished_since = ws.messages_opened, now
+            elif now - self.unfinished_since >= self.shared.settings.fragment_timeout and ws.state is _OPEN:
+                reason = f"message not finished within {self.shared.settings.fragment_timeout:g} s"
+                self._limit_reached(Limit.FRAGMENT_TIMEOUT, reason)
+                ws.drop_message()
+                self.fail(CloseCode.POLICY_VIOLATION, reason)
+                return
         if self.ping_sent_at is None and self.ws.state is _OPEN and self.out is not None:
             self.ping_sent_at = now
             self._send_now(_PING_FRAME)

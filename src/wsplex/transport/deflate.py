@@ -57,7 +57,9 @@ class DeflateConnection(Connection):
     ) -> None:
         super().__init__(shared, protocol, on_message, accept, guard)
         assert accept.deflate is not None
-        self.ws = DeflateWebSocket(shared.settings.max_message_size, accept.deflate)
+        settings = shared.settings
+        self.ws = DeflateWebSocket(settings.max_message_size, accept.deflate, settings.max_fragments,
+                                   shared.partial)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.rsv1:

@@ -48,9 +48,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from wsplex.ws.assembler import MessageAssembler
+from wsplex.ws.assembler import UNBOUNDED, MessageAssembler, PartialBytes
 from wsplex.ws.close import CloseCode
-from wsplex.ws.frames import Opcode, ProtocolViolation, check_rsv, close_frame, encode_frame, parse_close
+from wsplex.ws.frames import (
+    Limit,
+    Opcode,
+    ProtocolViolation,
+    check_rsv,
+    close_frame,
+    encode_frame,
+    parse_close,
+)
 
 
 class State(Enum):
@@ -93,10 +101,14 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The peer broke a wire rule: fail the connection with ``code`` (§7.1.7), see [3] above."""
+    """The peer broke a wire rule: fail the connection with ``code`` (§7.1.7), see [3] above.
+
+    ``limit``: the server limit it went past, when it is one (SPEC §8), for the log and metrics.
+    """
 
     code: int
     reason: str
+    limit: Limit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +147,9 @@ class WebSocket(MessageAssembler):
 
     __slots__ = ("close_code", "close_reason", "rsv1_allowed", "state")
 
-    def __init__(self, max_message_size: int) -> None:
-        super().__init__(max_message_size)
+    def __init__(self, max_message_size: int, max_fragments: int = UNBOUNDED,
+                 partial: PartialBytes | None = None) -> None:
+        super().__init__(max_message_size, max_fragments, partial)
         self.state = _OPEN
         #: Set by a negotiated extension that defines RSV1 (RFC 7692 §6).
         self.rsv1_allowed = False
@@ -162,7 +175,7 @@ class WebSocket(MessageAssembler):
             # The library refuses reserved opcodes itself; this is the rule should it not.
             raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         except ProtocolViolation as violation:
-            return self.violated(violation.code, violation.reason)
+            return self.violated(violation.code, violation.reason, violation.limit)
 
     def _receive_close(self, payload: bytes) -> Close | None:
         state = self.state
@@ -185,13 +198,17 @@ class WebSocket(MessageAssembler):
         """Frames may still be queued: no close frame of ours has gone out."""
         return self.state is _OPEN or self.state is _FAILING
 
-    def violated(self, code: int, reason: str) -> Failure | None:
-        """The peer broke a wire rule, found here or by the frame parser: OPEN -> FAILING."""
+    def violated(self, code: int, reason: str, limit: Limit | None = None) -> Failure | None:
+        """The peer broke a wire rule, found here or by the frame parser: OPEN -> FAILING.
+
+        Its unfinished message, if any, is dropped: nothing more of it is read.
+        """
         if self.state is not _OPEN:
             return None
         self.state = _FAILING
+        self.drop_message()
         self.close_code, self.close_reason = code, reason
-        return Failure(code, reason)
+        return Failure(code, reason, limit)
 
     def close(self, code: int, reason: str) -> Close | None:
         """Start the closing handshake (§7.1.2); ``None`` when it has started already."""
@@ -211,3 +228,4 @@ class WebSocket(MessageAssembler):
     def connection_lost(self) -> None:
         """TCP is gone, whatever the handshake had reached (§7.1.4: "The WebSocket Connection is Closed")."""
         self.state = _CLOSED
+        self.drop_message()  # its bytes go back to the node's budget

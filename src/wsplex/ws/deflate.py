@@ -42,6 +42,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
+from wsplex.ws.assembler import UNBOUNDED, PartialBytes
 from wsplex.ws.close import CloseCode
 from wsplex.ws.connection import Received, State, WebSocket
 from wsplex.ws.frames import Opcode, ProtocolViolation
@@ -364,8 +365,9 @@ class DeflateWebSocket(WebSocket):
 
     __slots__ = ("_compressed", "_compressor", "_inflater", "deflate")
 
-    def __init__(self, max_message_size: int, deflate: Deflate) -> None:
-        super().__init__(max_message_size)
+    def __init__(self, max_message_size: int, deflate: Deflate, max_fragments: int = UNBOUNDED,
+                 partial: PartialBytes | None = None) -> None:
+        super().__init__(max_message_size, max_fragments, partial)
         self.deflate = deflate
         self._inflater: Inflater | None = None  # the open message's, or the connection's (client takeover)
         self._compressor: Compressor | None = None  # server context takeover only, from the first message
@@ -390,7 +392,7 @@ class DeflateWebSocket(WebSocket):
         except ProtocolViolation as violation:
             self._compressed = False
             self._inflater = None
-            return self.violated(violation.code, violation.reason)
+            return self.violated(violation.code, violation.reason, violation.limit)
 
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
         inflater = self._inflater

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Final
 
 from wsplex.ws.close import CloseCode, is_valid_close_code, truncate_reason
@@ -26,12 +26,26 @@ class Opcode(IntEnum):
     PONG = 0xA
 
 
+class Limit(StrEnum):
+    """A server limit (SPEC §8) a peer went past, rather than an RFC rule it broke.
+
+    The value is the ``limit`` label of ``wsplex_limit_closes_total`` in ``/metrics``.
+    """
+
+    RATE = "rate"  # frames per second, --max-messages-per-second
+    FRAGMENTS = "fragments"  # frames in one message, --max-fragments
+    FRAGMENT_TIMEOUT = "fragment_timeout"  # a message left unfinished, --fragment-timeout
+    PARTIAL_BYTES = "partial_bytes"  # bytes of all unfinished messages, --max-partial-bytes
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolViolation(Exception):
-    """The peer broke a wire rule; the connection closes with ``code`` and ``reason``."""
+    """The peer broke a wire rule, or went past a server :class:`Limit`; the connection
+    closes with ``code`` and ``reason``."""
 
     code: CloseCode
     reason: str
+    limit: Limit | None = None
 
     def __str__(self) -> str:
         return f"{int(self.code)} {self.reason}"
