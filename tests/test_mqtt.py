@@ -380,3 +380,47 @@ async def test_a_kicked_5_client_hears_disconnect_0x98(start_server: ServerFacto
         assert int((await client.wait_disconnected()).value) == 0x98
     finally:
         await client.stop()
+
+
+async def test_retain_handling(clients: Clients) -> None:
+    """5.0 §3.8.3.1: Retain Handling 0 sends the retained message at every subscribe, 1 only
+    when the subscription is new, 2 never."""
+    sender = await clients("sender", version=V5)
+    await sender.publish("rh/x", "kept", 1, retain=True)
+    client = await clients("rh", version=V5)
+    await client.subscribe("rh/x", options=SubscribeOptions(qos=1, retainHandling=1))
+    assert (await client.next_message()).payload == b"kept"  # new: sent
+    await client.subscribe("rh/x", options=SubscribeOptions(qos=1, retainHandling=1))  # not new
+    await client.subscribe("rh/+", options=SubscribeOptions(qos=1, retainHandling=2))  # never
+    await client.subscribe("rh/#", options=SubscribeOptions(qos=1, retainHandling=0))  # always
+    got = await client.next_message()
+    assert (got.payload, got.retain) == (b"kept", True)
+    await sender.publish("rh/marker", "m", 1)
+    assert (await client.next_message()).topic == "rh/marker"  # nothing retained in between
+
+
+@VERSIONS
+async def test_mqtt_on_the_root_path_too(server: Server, version: MQTTProtocolVersion) -> None:
+    """SPEC §11: an upgrade with the subprotocol mqtt is accepted on / as on /mqtt."""
+    client = Paho(server.port, "rooted", version=version, path="/")
+    try:
+        reason, _, _ = await client.connect()
+        assert reason == 0
+        await client.subscribe("root/t", 1)
+        await client.publish("root/t", "here", 1)
+        assert (await client.next_message()).payload == b"here"
+    finally:
+        await client.stop()
+
+
+async def test_a_payload_that_is_not_the_utf8_it_says_is_refused_with_0x99(clients: Clients) -> None:
+    """5.0 §3.3.2.3.2: Payload Format Indicator 1 and a payload that is not UTF-8: PUBACK
+    0x99 (Payload format invalid), not published."""
+    receiver = await clients("receiver", version=V5)
+    await receiver.subscribe("fmt", 1)
+    sender = await clients("sender", version=V5)
+    utf8 = properties(PacketTypes.PUBLISH, PayloadFormatIndicator=1)
+    assert int((await sender.publish("fmt", b"\xff\xfe", 1, properties=utf8)).value) == 0x99
+    assert int((await sender.publish("fmt", "fine", 1, properties=utf8)).value) == 0
+    got = await receiver.next_message()
+    assert (got.payload, got.properties.PayloadFormatIndicator) == (b"fine", 1)

@@ -473,3 +473,27 @@ async def test_a_node_that_stops_says_its_kept_sessions_are_gone(
         await wire.send(persistent(LEVEL_5, "orphan"))
         first, body = await wire.packet()
         assert (first, body[0]) == (0x20, 0)  # a new session
+
+
+@LEVELS
+async def test_invalid_filters_are_refused_in_the_suback(wire: Wire, level: int) -> None:
+    """3.1.1 §3.9.3 (0x80), 5.0 §3.9.3 (0x8F Topic Filter invalid), each filter on its own:
+    ``#`` not last, ``+`` in a level, a shared subscription without a group or a filter
+    [MQTT-4.8.2-1]; the valid one in the same SUBSCRIBE is granted."""
+    await connected(wire, level)
+    filters = ("a/#/b", "a/b+", "$share//x", "$share/group", "$share/g+/x", "fine/+")
+    await wire.send(encode_subscribe(level, Subscribe(3, tuple(SubscriptionRequest(f, 1) for f in filters))))
+    first, body = await wire.packet()
+    refused = 0x8F if level == LEVEL_5 else 0x80
+    assert first == 0x90
+    assert body == b"\x00\x03" + (b"\x00" if level == LEVEL_5 else b"") + bytes([refused] * 5 + [1])
+
+
+async def test_no_local_on_a_shared_subscription_is_a_protocol_error(wire: Wire) -> None:
+    """5.0 [MQTT-3.8.3-4]: DISCONNECT 0x82, then the close."""
+    await connected(wire, LEVEL_5)
+    request = SubscriptionRequest("$share/pool/jobs", 1, no_local=True)
+    await wire.send(encode_subscribe(LEVEL_5, Subscribe(1, (request,))))
+    first, body = await wire.packet()
+    assert (first, body[0]) == (0xE0, 0x82)
+    assert await wire.closed() == 1008
