@@ -21,8 +21,9 @@ export AB_PY27="$py27"
 
 port="$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp /tmp/wsplex-autobahn.XXXXXX.log)"
+# Cases 9.3.1 and 9.4.1 send a 4 MiB message in 65,536 fragments of 64 bytes.
 .venv/bin/wsplex --host 127.0.0.1 -p "$port" --protocols echo --max-message-size 64MiB \
-  --max-messages-per-second 1000000 >"$log" 2>&1 &
+  --max-messages-per-second 1000000 --max-fragments 100000 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
