@@ -18,14 +18,17 @@ a hub publication whose payload is what other protocols see
 options, so a WAMP subscriber on any node gets the event exactly as published.
 Other realms are WAMP-only and stay in this router, between sessions of this node.
 
-RPC in realm1 spans the cluster for exact, single registrations: the procedure
-is a hub name (``REGISTRATION_SCOPE``), so it is unique across nodes and a
-caller's router finds the callee's session wherever it is; the two routers talk
+RPC in realm1 spans the cluster: an exact, single registration's procedure is a
+hub name (``REGISTRATION_SCOPE``), so it is unique across nodes and a caller's
+router finds the callee's session wherever it is; every callee of a pattern or
+shared registration holds a name of its own (``CALLEE_SCOPE``), which a caller's
+router lists when its node has no match, to rank and pick as a dealer does. The two routers talk
 with publications on ``$SYS/wamp/peer/<session id>`` (:data:`PEER_TOPIC`),
 which every realm1 session subscribes to. The callee's router keeps the call
 as it keeps a local one, with a :class:`RemoteCaller` whose answers travel
 back; the caller's router keeps a :class:`RemoteCall` for timeouts, canceling
-and its caller leaving. Pattern and shared registrations serve their node.
+and its caller leaving. A node with a matching registration serves its callers
+with its own callees.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,8 +68,13 @@ SENDER_PROTOCOL: Final = "wamp"
 #: is a publication on ``$SYS/wamp/peer/<session id>`` (the server's topics, SPEC §10)
 #: with an empty payload and the message in ``native``.
 PEER_TOPIC: Final = "$SYS/wamp/peer/"
-#: Hub names of realm1's exact, single registrations: unique across the cluster.
+#: Hub names of realm1's single registrations: unique across the cluster. An exact one's
+#: name is its procedure (``com.example.add``), a pattern's is ``MATCH URI`` (``prefix com.example.``).
 REGISTRATION_SCOPE: Final = "wamp.registration:realm1"
+#: Hub names of the callees of realm1's other registrations (patterns and shared ones), one
+#: per callee: ``MATCH INVOKE STAMP URI`` (URIs hold no space), ``STAMP`` the time of
+#: registering in nanoseconds, the order ``first`` and ``last`` go by across nodes.
+CALLEE_SCOPE: Final = "wamp.callee:realm1"
 
 EXACT, PREFIX, WILDCARD = "exact", "prefix", "wildcard"
 MATCHES: Final = (EXACT, PREFIX, WILDCARD)
@@ -224,6 +233,7 @@ class Peer(Caller):
     hub_filters: Counter[str] = field(default_factory=Counter)
     invocation_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     challenged: wire.Hello | None = None  # the HELLO of a CHALLENGE awaiting AUTHENTICATE
+    cluster_names: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # registration -> names
 
     def send(self, message: list[Any]) -> None:
         self.session.send(self.outgoing(message))
@@ -257,11 +267,33 @@ class RemoteCall:
 
     caller: Peer
     request: int
-    uri: str
     callee: str  # the callee's session id
+    name: tuple[str, str]  # (scope, name): the hub name the callee holds while it serves the call
     progress: bool
     timer: asyncio.TimerHandle | None = None
     killing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CalleeEntry:
+    """One name of :data:`CALLEE_SCOPE`: a callee somewhere in the cluster."""
+
+    match: str
+    invoke: str
+    stamp: int
+    uri: str
+    holder: str  # the callee's session id
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCallee:
+    """The callee on another node a call goes to, and the registration it serves."""
+
+    holder: str
+    match: str
+    uri: str
+    name: tuple[str, str]  # (scope, name) the callee holds while it serves the registration
 
 
 # -- the broker (§"Publish and Subscribe") -------------------------------------------------
@@ -415,8 +447,8 @@ class Dealer:
             del self._by_id[reg.id], self._by_key[(reg.match, reg.uri)]
         return reg
 
-    def exact(self, uri: str) -> Registration | None:
-        return self._by_key.get((EXACT, uri))
+    def registration(self, match: str, uri: str) -> Registration | None:
+        return self._by_key.get((match, uri))
 
     def lookup(self, uri: str) -> Registration | None:
         """Exact first, then the longest matching prefix, then the wildcard whose first
@@ -482,6 +514,8 @@ class Router:
         self._last_bridged: tuple[Publication | None, Event | None] = (None, None)
         #: Calls of sessions here to callees of other nodes, by (caller's session ID, request).
         self._remote_calls: dict[tuple[int, int], RemoteCall] = {}
+        #: Roundrobin across nodes: the next turn of each (match, URI), kept by this caller node.
+        self._turns: Counter[tuple[str, str]] = Counter()
         self._background: set[asyncio.Future[Any]] = set()
 
     def shutting_down(self, serializer: Serializer) -> None:
@@ -808,25 +842,45 @@ class Router:
         return None
 
     async def _claim(self, peer: Peer, request: int, reg: Registration) -> None:
-        """Realm1's exact, single registrations are hub names, so a caller on any node
-        finds the callee and no two nodes register the same procedure."""
-        claimed = await self.hub.claim_name(REGISTRATION_SCOPE, reg.uri, peer.session)
+        """Realm1's registrations are hub names (:func:`_cluster_names`), so a caller on
+        any node finds their callees, and no two nodes hold a single registration of the
+        same procedure or pattern, or shared ones of it with different policies."""
+        names = peer.cluster_names[reg.id] = _cluster_names(reg)
+        claimed = [await self.hub.claim_name(scope, name, peer.session) for scope, name in names]
+        taken = not all(claimed) or await self._rivalled(peer, reg)
         if peer.realm is None or reg.id not in peer.registrations:
-            if claimed:
-                await self.hub.release_name(REGISTRATION_SCOPE, reg.uri, peer.session)
+            await self._release_names(peer, names)
             return  # the session ended meanwhile
-        if not claimed:
+        if taken:
             peer.realm.dealer.unregister(peer, reg.id)
+            del peer.cluster_names[reg.id]
+            await self._release_names(peer, names)
             peer.error(wire.REGISTER, request, PROCEDURE_ALREADY_EXISTS,
                        f"{reg.uri} is registered on another node")
             return
         peer.send([wire.REGISTERED, request, reg.id])
 
+    async def _rivalled(self, peer: Peer, reg: Registration) -> bool:
+        """Another node's registration of the same procedure or pattern that this one cannot
+        join: a single one, or a shared one with another policy (Shared Registration)."""
+        if reg.match == EXACT and reg.invoke != "single":
+            holder = await self.hub.lookup_name(REGISTRATION_SCOPE, reg.uri)
+            if holder is not None and holder != peer.session.id:
+                return True
+        rivals = [entry for entry in _callee_entries(await self.hub.names(CALLEE_SCOPE))
+                  if (entry.match, entry.uri) == (reg.match, reg.uri) and entry.holder != peer.session.id]
+        return any(reg.invoke == "single" or entry.invoke != reg.invoke for entry in rivals)
+
+    async def _release_names(self, peer: Peer, names: list[tuple[str, str]]) -> None:
+        for scope, name in names:
+            await self.hub.release_name(scope, name, peer.session)
+
     def _release(self, peer: Peer, reg: Registration | None) -> Awaitable[None] | None:
-        """Give up the hub name of a clustered registration ``peer`` no longer serves."""
-        if reg is None or peer.realm is None or not _clustered(peer.realm, reg):
+        """Give up the hub names of a clustered registration ``peer`` no longer serves."""
+        names = peer.cluster_names.pop(reg.id, None) if reg is not None else None
+        if not names:
             return None
-        return self._in_background(self.hub.release_name(REGISTRATION_SCOPE, reg.uri, peer.session))
+        return self._in_background(self._release_names(peer, names))
 
     def _in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
@@ -880,9 +934,9 @@ class Router:
 
     def _invoke(self, dealer: Dealer, caller: Caller, request: int, reg: Registration, procedure: str,
                 timeout: float, progress: bool, details: dict[str, Any], args: list[Any] | None,
-                kwargs: dict[str, Any] | None) -> None:
+                kwargs: dict[str, Any] | None, callee: Peer | None = None) -> None:
         """INVOCATION to the callee the registration's policy picks (§"INVOCATION")."""
-        callee = reg.callee()
+        callee = reg.callee() if callee is None else callee
         invocation = next(callee.invocation_ids)
         pending = PendingCall(caller, request, callee, invocation, progress)
         dealer.calls[(caller.id, request)] = pending
@@ -906,15 +960,22 @@ class Router:
                                      native=native))
 
     async def _call_remote(self, peer: Peer, message: wire.Call, timeout: float, progress: bool) -> None:
-        """No callee here: the cluster's holder of the procedure's name, if any, gets it."""
+        """No callee here: the cluster's holder of the procedure's name gets it, else a
+        callee of the registration that matches best among other nodes' callees."""
         holder = await self.hub.lookup_name(REGISTRATION_SCOPE, message.procedure)
+        target: RemoteCallee | None = None
+        if holder is None:
+            target = self._remote_callee(await self.hub.names(CALLEE_SCOPE), message.procedure)
+        elif holder != peer.session.id:
+            target = RemoteCallee(holder, EXACT, message.procedure, (REGISTRATION_SCOPE, message.procedure))
         if peer.realm is None or peer.session.closed:
             return
-        if holder is None or holder == peer.session.id:
+        if target is None:
             peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
                        f"no callee registered {message.procedure}")
             return
-        call = RemoteCall(peer, message.request, message.procedure, holder, progress)
+        holder = target.holder
+        call = RemoteCall(peer, message.request, holder, target.name, progress)
         key = (peer.id, message.request)
         self._remote_calls[key] = call
         if self._watchdog is None:
@@ -924,9 +985,29 @@ class Router:
             call.timer = loop.call_later(timeout / 1000, self._remote_timed_out, key, call)
         self.tell(holder, {
             "t": "call", "from": peer.session.id, "request": message.request, "uri": message.procedure,
+            "match": target.match, "registered": target.uri,
             "details": _disclosed(peer, message.options, "caller"), "progress": progress,
             "args": message.args, "kwargs": message.kwargs,
         })
+
+    def _remote_callee(self, names: Mapping[str, str], procedure: str) -> RemoteCallee | None:
+        """The callee of another node for ``procedure``: the registration that matches
+        best (as :meth:`Dealer.lookup` ranks them), its callee by its invocation policy."""
+        entries = [entry for entry in _callee_entries(names)
+                   if self.hub.holder_here(CALLEE_SCOPE, entry.name) is None]  # ours: the dealer said no
+        callees = _best_registration(entries, procedure)
+        if not callees:
+            return None
+        key = (callees[0].match, callees[0].uri)
+        invoke = callees[0].invoke
+        if invoke == "roundrobin":
+            chosen = callees[self._turns[key] % len(callees)]
+            self._turns[key] += 1
+        elif invoke == "random":
+            chosen = random.choice(callees)
+        else:
+            chosen = callees[-1] if invoke == "last" else callees[0]  # single, first
+        return RemoteCallee(chosen.holder, chosen.match, chosen.uri, (CALLEE_SCOPE, chosen.name))
 
     async def _watch_remote_calls(self) -> None:
         """A remote call is answered by its callee's router. When that router cannot
@@ -936,11 +1017,11 @@ class Router:
         try:
             while self._remote_calls:
                 await asyncio.sleep(self._watch_interval)
-                holders: dict[str, str | None] = {}
+                holders: dict[tuple[str, str], str | None] = {}
                 for key, call in list(self._remote_calls.items()):
-                    if call.uri not in holders:
-                        holders[call.uri] = await self.hub.lookup_name(REGISTRATION_SCOPE, call.uri)
-                    if holders[call.uri] != call.callee and self._remote_calls.get(key) is call:
+                    if call.name not in holders:
+                        holders[call.name] = await self.hub.lookup_name(*call.name)
+                    if holders[call.name] != call.callee and self._remote_calls.get(key) is call:
                         del self._remote_calls[key]
                         if call.timer is not None:
                             call.timer.cancel()
@@ -975,7 +1056,8 @@ class Router:
     def _remote_invocation(self, callee: Peer, body: dict[str, Any]) -> None:
         caller = RemoteCaller(body["from"], self)
         request = body["request"]
-        reg = callee.realm.dealer.exact(body["uri"]) if callee.realm is not None else None
+        registered = callee.realm.dealer.registration if callee.realm is not None else None
+        reg = registered(body["match"], body["registered"]) if registered is not None else None
         if reg is None or callee not in reg.callees or callee.realm is None:
             caller.error(wire.CALL, request, NO_SUCH_PROCEDURE, f"no callee registered {body['uri']}")
             return
@@ -983,7 +1065,7 @@ class Router:
         if (caller.id, request) in dealer.calls:
             return
         self._invoke(dealer, caller, request, reg, body["uri"], 0, body["progress"] is True, body["details"],
-                     body["args"], body["kwargs"])
+                     body["args"], body["kwargs"], callee)
 
     def _remote_answer(self, peer: Peer, body: dict[str, Any]) -> None:
         key = (peer.id, body["request"])
@@ -1151,8 +1233,48 @@ _META_PROCEDURES: Final[dict[str, Callable[[Realm, Peer, wire.Call], None]]] = {
 
 
 def _clustered(realm: Realm, reg: Registration) -> bool:
-    """Registrations callers of other nodes reach: realm1's exact, single ones."""
-    return realm.bridged and reg.match == EXACT and reg.invoke == "single"
+    """Registrations callers of other nodes reach: realm1's."""
+    return realm.bridged
+
+
+def _cluster_names(reg: Registration) -> list[tuple[str, str]]:
+    """The hub names (scope, name) a callee of realm1's ``reg`` holds: an exact, single
+    registration its procedure in :data:`REGISTRATION_SCOPE`; any other its own name in
+    :data:`CALLEE_SCOPE`, and a single pattern also ``MATCH URI`` in :data:`REGISTRATION_SCOPE`."""
+    if reg.match == EXACT and reg.invoke == "single":
+        return [(REGISTRATION_SCOPE, reg.uri)]
+    names = [(CALLEE_SCOPE, f"{reg.match} {reg.invoke} {time.time_ns()} {reg.uri}")]
+    if reg.invoke == "single":
+        names.append((REGISTRATION_SCOPE, f"{reg.match} {reg.uri}"))
+    return names
+
+
+def _callee_entries(names: Mapping[str, str]) -> list[CalleeEntry]:
+    """The callees named in :data:`CALLEE_SCOPE`, oldest registration first."""
+    entries: list[CalleeEntry] = []
+    for name, holder in names.items():
+        parts = name.split(" ", 3)
+        if len(parts) == 4 and parts[0] in MATCHES and parts[1] in INVOKE_POLICIES and parts[2].isdigit():
+            entries.append(CalleeEntry(parts[0], parts[1], int(parts[2]), parts[3], holder, name))
+    return sorted(entries, key=lambda entry: entry.stamp)
+
+
+def _best_registration(entries: list[CalleeEntry], procedure: str) -> list[CalleeEntry]:
+    """The callees of the registration that matches ``procedure`` best: exact, then the
+    longest prefix, then the wildcard whose first wildcard component comes last."""
+    matching = [entry for entry in entries if uri_matches(entry.uri, entry.match, procedure)]
+    if not matching:
+        return []
+
+    def rank(entry: CalleeEntry) -> tuple[int, int, list[bool]]:
+        if entry.match == EXACT:
+            return (2, 0, [])
+        if entry.match == PREFIX:
+            return (1, len(entry.uri), [])
+        return (0, 0, [bool(part) for part in entry.uri.split(".")])
+
+    best = max(matching, key=rank)
+    return [entry for entry in matching if (entry.match, entry.uri) == (best.match, best.uri)]
 
 
 async def _fail_after(releases: list[Awaitable[None]], calls: list[PendingCall]) -> None:
