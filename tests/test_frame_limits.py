@@ -166,3 +166,26 @@ async def test_unfinished_messages_of_the_node_are_capped(start_server: ServerFa
     assert partial.held == 0
     await holder.close()
     assert await limit_closes(server.port) == {"partial_bytes": 1}
+
+
+# -- the node's send buffers ----------------------------------------------------------
+
+
+async def test_send_buffers_of_the_node_are_capped(start_server: ServerFactory) -> None:
+    """A never-reading ping flooder passes the node's cap before its own: it is closed, 1013."""
+    server = await start_server(protocols=("echo",), max_send_buffer=64 << 20, max_message_size=8192,
+                                max_send_buffers_total=256 * 1024, close_timeout=30.0,
+                                max_messages_per_second=10_000_000)
+    client = await upgraded(server.port)
+    pings = frame_bytes(Opcode.PING, b"x" * 125) * 100
+    for _ in range(5000):  # up to 63 MB of pongs; the kernel buffers hold a few MB
+        if server.stats.limit_closes:
+            break
+        client.send(pings)
+        await client.writer.drain()
+    assert server.stats.limit_closes == {"send_buffers_total": 1}
+    assert server.stats.slow_consumer_drops == 1
+    await echo_round_trip(ws_url(server))  # a reader is served meanwhile
+    await assert_closed(client, CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
+    assert server.listener.shared.send_buffers.total <= 256 * 1024
+    assert await limit_closes(server.port) == {"send_buffers_total": 1}

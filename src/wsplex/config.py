@@ -344,6 +344,9 @@ OPTIONS: tuple[Option, ...] = (
            LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
+    Option("max_send_buffers_total", 1 << 30, "bytes queued for all clients of the node; past it "
+           "the clients with the most waiting are closed first (1013)", LIMITS, size, metavar="BYTES",
+           show=show_size),
     Option("max_fragments", 4096, "frames one message may arrive in; more close the connection "
            "with 1008", LIMITS, positive, metavar="N"),
     Option("fragment_timeout", 60.0, "seconds a fragmented message may stay unfinished, checked "
@@ -422,6 +425,7 @@ class Settings:
     history_topics: int = _default("history_topics")
     history_bytes: int = _default("history_bytes")
     max_send_buffer: int = _default("max_send_buffer")
+    max_send_buffers_total: int = _default("max_send_buffers_total")
     max_fragments: int = _default("max_fragments")
     fragment_timeout: float = _default("fragment_timeout")
     max_partial_bytes: int = _default("max_partial_bytes")

@@ -16,7 +16,9 @@ is queued after them and flushed at once (a close because TCP goes next).
 Limits (SPEC §8): frames per second are counted here, since they are a server
 policy and not RFC 6455: every frame counts, data and control alike, an empty
 continuation as much as a whole message (issue 17); a connection whose send
-buffer passes the send-buffer cap is a slow consumer and is closed with 1008.
+buffer passes the send-buffer cap after a write is a slow consumer and is
+closed with 1008, and past the node's total (:class:`SendBuffers`) the
+connections with the most waiting are closed with 1013.
 Pings are answered here rather than by picows, so pongs are coalesced with
 other frames and count towards the send-buffer cap. The keepalive sweep
 (:meth:`Connection.ping`) also bounds how long a fragmented message may stay
@@ -86,9 +88,59 @@ class Shared:
     connections: set[Connection]
     #: The bytes held by every connection's unfinished message: ``--max-partial-bytes``.
     partial: PartialBytes = field(init=False)
+    #: The bytes waiting in every connection's send buffer: ``--max-send-buffers-total``.
+    send_buffers: SendBuffers = field(init=False)
 
     def __post_init__(self) -> None:
         self.partial = PartialBytes(self.settings.max_partial_bytes)
+        self.send_buffers = SendBuffers(self.settings.max_send_buffers_total)
+
+
+#: The node-wide send-buffer total is recounted exactly at most this often (seconds).
+_RECOUNT_INTERVAL: Final = 0.1
+
+
+class SendBuffers:
+    """The bytes waiting to be sent to the clients of one node, and their cap (SPEC §8).
+
+    Each connection adds what its transport buffers after each write
+    (:attr:`Connection.buffered`), and takes it back when the buffer drains
+    (``resume_writing``), when it starts closing, and when it goes. A buffer
+    can drain without a word from the transport below its high-water mark, so
+    the running total can only overestimate: past the cap it is recounted from
+    every open connection's transport, and only if the recount is still past
+    it are the connections with the most waiting closed, largest first, until
+    it is not. A connection that is closing no longer counts: its bytes go
+    within ``close_timeout``.
+    """
+
+    __slots__ = ("limit", "recounted_at", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self.recounted_at = float("-inf")
+
+    def over(self, connections: set[Connection]) -> list[Connection]:
+        """The total passed the cap: recount, and the connections to close to get under it."""
+        now = asyncio.get_running_loop().time()
+        if now - self.recounted_at < _RECOUNT_INTERVAL:
+            return []
+        self.recounted_at = now
+        open_ones = [c for c in connections if c.refresh_buffered()]
+        self.total = sum(c.buffered for c in open_ones)
+        excess = self.total - self.limit
+        victims: list[Connection] = []
+        for connection in sorted(open_ones, key=_buffered, reverse=True):
+            if excess <= 0:
+                break
+            victims.append(connection)
+            excess -= connection.buffered
+        return victims
+
+
+def _buffered(connection: Connection) -> int:
+    return connection.buffered
 
 
 class Connection(WSListener):
@@ -100,6 +152,7 @@ class Connection(WSListener):
     __slots__ = (
         "_close_timer",
         "admitted",
+        "buffered",
         "failure",
         "guard",
         "offered",
@@ -147,6 +200,8 @@ class Connection(WSListener):
         self.ping_sent_at: float | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self.paused = False
+        #: This connection's part of ``shared.send_buffers.total``: its buffer after the last write.
+        self.buffered = 0
         self.rate = MessageRate(settings.max_messages_per_second, 0.0)
         #: The unfinished message the keepalive sweep last saw (``ws.messages_opened``), and when.
         self.unfinished = 0
@@ -231,6 +286,7 @@ class Connection(WSListener):
         if self._close_timer is not None:
             self._close_timer.cancel()
         self.pending = None
+        self._stop_counting_buffer()
         self.ws.connection_lost()
         session.closed = True
         self.release()
@@ -256,6 +312,22 @@ class Connection(WSListener):
     def resume_writing(self) -> None:
         """The buffer drained below the low-water mark: the peer reads again."""
         self.paused = False
+        self.refresh_buffered()
+
+    def refresh_buffered(self) -> bool:
+        """Count what the transport buffers now in the node's total; False once closing."""
+        state = self.ws.state
+        out = self.out
+        if out is None or (state is not _OPEN and state is not _FAILING):
+            return False
+        size = out.get_write_buffer_size()
+        self.shared.send_buffers.total += size - self.buffered
+        self.buffered = size
+        return True
+
+    def _stop_counting_buffer(self) -> None:
+        self.shared.send_buffers.total -= self.buffered
+        self.buffered = 0
 
     def pause_reading(self) -> None:
         """The session's hooks are behind (a Session's backlog): read no more for now."""
@@ -361,10 +433,26 @@ class Connection(WSListener):
         stats = self.stats  # counted per write, not per frame: the fan-out is the hot path
         stats.messages_out += len(frames)
         stats.bytes_out += len(data)
-        if self.paused and out.get_write_buffer_size() > self.shared.send_buffer_cap and (
-            self.ws.state is _OPEN  # not for the close frame that drops it
-        ):
-            self._drop_slow_consumer()
+        # After every write, not only once the transport paused us: one C call.
+        size = out.get_write_buffer_size()
+        if size != self.buffered and self.ws.state is _OPEN:  # not for the close frame that drops it
+            shared = self.shared
+            send_buffers = shared.send_buffers
+            send_buffers.total += size - self.buffered
+            self.buffered = size
+            if size > shared.send_buffer_cap:
+                self._drop_slow_consumer()
+            elif send_buffers.total > send_buffers.limit:
+                self._over_total()
+
+    def _over_total(self) -> None:
+        """SPEC §8: the node's send buffers passed ``--max-send-buffers-total``: close the worst."""
+        limit = self.shared.send_buffers.limit
+        for victim in self.shared.send_buffers.over(self.shared.connections):
+            victim.stats.slow_consumer_drops += 1
+            reason = f"slow consumer: the server's send buffers hold more than {limit} bytes"
+            victim._limit_reached(Limit.SEND_BUFFERS_TOTAL, reason)
+            victim.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
 
     def _drop_slow_consumer(self) -> None:
         """SPEC §8: past the cap, stop queueing and close with 1008.
@@ -404,6 +492,7 @@ class Connection(WSListener):
         if self._close_timer is not None:
             self._close_timer.cancel()
         self.session.closed = True
+        self._stop_counting_buffer()  # closing: its bytes go within close_timeout
         if close.frame is not None:
             self._send_now(close.frame)
         out = self.out

@@ -36,6 +36,7 @@ class Limit(StrEnum):
     FRAGMENTS = "fragments"  # frames in one message, --max-fragments
     FRAGMENT_TIMEOUT = "fragment_timeout"  # a message left unfinished, --fragment-timeout
     PARTIAL_BYTES = "partial_bytes"  # bytes of all unfinished messages, --max-partial-bytes
+    SEND_BUFFERS_TOTAL = "send_buffers_total"  # bytes waiting for all clients, --max-send-buffers-total
 
 
 @dataclass(frozen=True, slots=True)
