@@ -58,7 +58,7 @@ HTTP_CASES = {
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", 400),
     "unknown method": (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     "post with body": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 400),
-    "HTTP/1.0": (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", 400),
+    "HTTP/1.0 upgrade": (b"GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 400),
     "no target": (b"GET  HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     "bad header line": (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", 400),
     "header name with space": (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),

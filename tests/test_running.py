@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from support import Spawn
 from support.processes import WsplexProcess
 from support.rawws import RawClient
 from support.stomp import RawStomp
+from support.tls import make_certificate
 from wsplex.app.users import hash_password
 
 ECHO = [Subprotocol("echo")]
@@ -89,18 +89,6 @@ async def test_clients_get_1001_when_the_drain_is_over(spawn: Spawn) -> None:
 
 
 # -- SIGHUP ---------------------------------------------------------------------------------
-
-
-def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return cert, key
 
 
 def served_certificate(ws: ClientConnection) -> bytes:

@@ -2,8 +2,9 @@
 
 Routing is a pure function of the request path, so it is tested without a
 socket; ``server.py`` turns a :class:`Response` into the WebSocket library's
-response object. The library only lets a GET without a body through, and
-closes the connection after the response.
+response object. The library only lets a GET over HTTP/1.1 without a body
+through; HEAD and HTTP/1.0 are read by wsplex itself (:mod:`wsplex.http.plain`).
+Every response closes the connection.
 """
 
 from __future__ import annotations

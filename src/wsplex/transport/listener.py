@@ -31,6 +31,7 @@ from wsplex.app.protocol import Protocol as AppProtocol
 from wsplex.app.session import Hook
 from wsplex.http.admission import DRAINING, Refusal, Refused
 from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
+from wsplex.http.plain import parse_request, without_body
 from wsplex.http.routes import Response
 from wsplex.transport.connection import Connection, Shared
 from wsplex.transport.deflate import DeflateConnection
@@ -44,6 +45,7 @@ from wsplex.transport.picows_workarounds import (
     parser_error,
     raw_response,
 )
+from wsplex.transport.plain_http import RequestLineReader
 from wsplex.ws.close import CloseCode
 
 log = logging.getLogger("wsplex.server")
@@ -124,7 +126,7 @@ class Listener:
                                        list(request.headers.items()), peer))
         if type(decision) is Route:
             response = self.routes(decision.target)
-            _log_http(logging.INFO, peer, request, response.status, "")
+            _log_http(logging.INFO, peer, request.method, request.path, response.status, "")
             return response
         if type(decision) is Accept:
             # the slot, released by Connection
@@ -135,7 +137,30 @@ class Listener:
                 kind = Connection if decision.deflate is None else DeflateConnection
                 return kind(self.shared, self.protocols[name], self.handlers[name], decision, guard)
             decision = refused
-        return self._refuse(cast(Refused, decision), peer, request)
+        return self._refuse(cast(Refused, decision), peer, request.method, request.path)
+
+    def answer_plain(self, head: bytes, peer: Any) -> bytes:
+        """The whole response to a HEAD or HTTP/1.0 request (:mod:`wsplex.http.plain`)."""
+        request = parse_request(head, peer)
+        method, path = head.split(b" ", 2)[:2]
+        if isinstance(request, str):
+            response = self._refuse(Refused(HTTPStatus.BAD_REQUEST, Refusal.BAD_REQUEST, request),
+                                    peer, method, path)
+        else:
+            decision = self.decide(request)
+            if type(decision) is Route:
+                response = self.routes(decision.target)
+                _log_http(logging.INFO, peer, method, path, response.status, "")
+            else:  # an upgrade (whatever else is wrong with it), or 431
+                refused = decision
+                if type(refused) is not Refused or refused.reason is not Refusal.HEADER_SIZE:
+                    refused = Refused(HTTPStatus.BAD_REQUEST, Refusal.BAD_REQUEST,
+                                      "a WebSocket upgrade needs GET over HTTP/1.1 (RFC 6455 §4.1)")
+                response = self._refuse(refused, peer, method, path)
+        encoded = _picows_response(response)
+        encoded.headers["Connection"] = "close"
+        wire = bytes(encoded.to_bytes())
+        return without_body(wire) if method == b"HEAD" else wire
 
     def switching(self, subprotocol: str | None, extensions: str | None = None) -> Any:
         """The 101 response for ``subprotocol`` and the permessage-deflate answer
@@ -155,21 +180,20 @@ class Listener:
             response = self._switching[key] = WSUpgradeResponse.create_101_response(headers)
         return response
 
-    def _refuse(self, refused: Refused, peer: Any, request: WSUpgradeRequest) -> Response:
+    def _refuse(self, refused: Refused, peer: Any, method: bytes, path: bytes) -> Response:
         self.shared.stats.refusals[refused.reason] += 1
         level = logging.WARNING if refused.status == HTTPStatus.SERVICE_UNAVAILABLE else logging.INFO
-        _log_http(level, peer, request, refused.status, f"refused: {refused.text}")
+        _log_http(level, peer, method, path, refused.status, f"refused: {refused.text}")
         return refusal_response(refused)
 
 
-def _log_http(level: int, peer: Any, request: WSUpgradeRequest, status: int, why: str) -> None:
+def _log_http(level: int, peer: Any, method: bytes, target: bytes, status: int, why: str) -> None:
     """One line per plain HTTP request and per refused handshake: who, what, the status."""
     if log.isEnabledFor(level):
-        path = request.path.decode("latin-1")
+        path = target.decode("latin-1")
         remote = format_peer(peer)
-        method = request.method.decode("latin-1")
-        log.log(level, "%s %s %s %d%s", remote, method, path, status, f" {why}" if why else "",
-                extra={"remote": remote, "status": int(status), "path": path})
+        log.log(level, "%s %s %s %d%s", remote, method.decode("latin-1"), path, status,
+                f" {why}" if why else "", extra={"remote": remote, "status": int(status), "path": path})
 
 
 class PicowsProtocol(WSProtocol):  # type: ignore[misc]
@@ -207,6 +231,21 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         self.peer = transport.get_extra_info("peername")
         self.guard = GuardedTransport(cast(asyncio.Transport, transport), self._listener.too_large)
         super().connection_made(self.guard)
+        # Until the request line is read: HEAD and HTTP/1.0 are ours (transport.plain_http).
+        transport.set_protocol(RequestLineReader(self, transport, self._answer_plain,
+                                                 self._plain_too_large))
+
+    def _answer_plain(self, head: bytes) -> None:
+        assert self.guard is not None
+        self.accounted = True
+        self.guard.write(self._listener.answer_plain(head, self.peer))
+        self.guard.close()
+
+    def _plain_too_large(self) -> None:
+        assert self.guard is not None
+        self.accounted = True
+        self._listener.shared.stats.refusals[Refusal.HEADER_SIZE] += 1
+        self.guard.close()  # writes the 431 (guard.unanswered)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
