@@ -424,3 +424,47 @@ async def test_a_payload_that_is_not_the_utf8_it_says_is_refused_with_0x99(clien
     assert int((await sender.publish("fmt", "fine", 1, properties=utf8)).value) == 0
     got = await receiver.next_message()
     assert (got.payload, got.properties.PayloadFormatIndicator) == (b"fine", 1)
+
+
+async def test_a_shared_subscription_group_changes_hands_when_its_owner_leaves(clients: Clients) -> None:
+    """One member owns the group (the node that delivers to it); when it unsubscribes,
+    another member takes the group before the UNSUBACK, so nothing published later is lost."""
+    first = await clients("first", version=V5)
+    second = await clients("second", version=V5)
+    await first.subscribe("$share/pool/work", 1)
+    await second.subscribe("$share/pool/work", 1)
+    sender = await clients("sender", version=V5)
+    await sender.publish("work", "0", 1)
+    await sender.publish("work", "1", 1)
+    assert [(await first.next_message()).payload, (await second.next_message()).payload] == [b"0", b"1"]
+    await first.unsubscribe("$share/pool/work")
+    await sender.publish("work", "2", 1)
+    await sender.publish("work", "3", 1)
+    assert [(await second.next_message()).payload for _ in range(2)] == [b"2", b"3"]
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_a_shared_subscription_group_across_nodes_gets_each_message_once(
+        start_server: ServerFactory) -> None:
+    """5.0 §4.8.2 with --redis: one member of the cluster owns the group and only its node
+    delivers, so members on two nodes get each message once between them."""
+    first_node = await start_server(protocols=PROTOCOLS)
+    second_node = await start_server(protocols=PROTOCOLS)
+    workers = [Paho(node.port, f"worker-{n}", version=V5) for n, node in enumerate((first_node, second_node))]
+    sender = Paho(first_node.port, "sender", version=V5)
+    try:
+        for worker in workers:
+            await worker.connect()
+            await worker.subscribe("$share/pool/jobs/+", 1)
+            await worker.subscribe("flush", 1)
+        await sender.connect()
+        for n in range(4):
+            await sender.publish(f"jobs/{n}", str(n), 1)
+        await sender.publish("flush", "", 1)  # after the jobs on every node: per-publisher order
+        seen: list[bytes] = []
+        for worker in workers:
+            while (got := await worker.next_message()).topic != "flush":
+                seen.append(got.payload)
+        assert sorted(seen) == [b"0", b"1", b"2", b"3"]
+    finally:
+        await asyncio.gather(sender.stop(), *(worker.stop() for worker in workers))

@@ -44,6 +44,13 @@ SUBSCRIBE is a hub subscription, so an MQTT client hears chat rooms
   carry no QoS); a 5.0 receiver sees the sender in the user property ``from``
   (SPEC §10), the client id for an MQTT sender, ``PROTOCOL:NAME`` for others.
   A client's ``from`` user property is dropped: only the server says who spoke.
+* **Shared subscriptions** (5.0 §4.8.2): one live member of a group in the cluster owns
+  it (hub name ``GROUP/FILTER`` in scope ``mqtt.share``), and only the owner's node
+  delivers to the group, so the group gets one copy cluster-wide. Ownership is taken
+  before the SUBACK, handed to another member of the node when the owner leaves, and
+  claimed again at each sweep by nodes with members and no owner (the owner's node
+  left: within a second, or within ``--redis-ttl`` if it was killed; meanwhile the
+  group misses what is published).
 * ``$SYS/...`` belongs to the server (SPEC §10): a client's PUBLISH there is
   dropped, acknowledged with 0x90 in 5.0.
 """
@@ -114,6 +121,9 @@ log = logging.getLogger("wsplex.mqtt")
 
 #: Hub name scope of client ids: unique across the cluster.
 NAME_SCOPE: Final = "mqtt"
+#: Hub name scope of shared subscription groups (5.0 §4.8.2): the session holding the name
+#: ``GROUP/FILTER`` owns the group, and only its node delivers to the group.
+SHARE_SCOPE: Final = "mqtt.share"
 #: The user property that names the sender (SPEC §10).
 FROM: Final = "from"
 #: Seconds between keep-alive sweeps.
@@ -207,6 +217,8 @@ class MQTTProtocol(Protocol):
         self._standins = itertools.count(1)
         self._turns: dict[tuple[str, str], int] = {}  # shared subscription groups' round robin
         self._kept = 0  # sessions kept here for a client away (a handoff may be asked for)
+        self._owning = False  # a claim of shared subscription groups is under way
+        self._groups: set[str] = set()  # shared subscription groups with members here, by hub name
         self._handing_off = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._dropped = 0  # queued messages dropped past --mqtt-max-queued, since start
@@ -284,6 +296,10 @@ class MQTTProtocol(Protocol):
                 del self._watched[session_id]
                 self._end(conn, Reason.KEEP_ALIVE_TIMEOUT, "keep-alive timeout"
                           if conn.client is not None else "no CONNECT in time", CloseCode.POLICY_VIOLATION)
+        unowned = self._unowned() if self._groups and not self._owning else None
+        if unowned:
+            self._owning = True
+            self._background(self._own_groups(unowned))
         if self._kept and not self._handing_off:
             self._handing_off = True
             self._background(self._hand_off())
@@ -331,6 +347,10 @@ class MQTTProtocol(Protocol):
         client_id = client.client_id
         if conn.will is not None and not conn.graceful:
             self._send_will(conn, conn.will, client)
+        holder_here = self.hub.holder_here
+        owned = [name for name in _group_names(client) if holder_here(SHARE_SCOPE, name) == session.id]
+        if owned:
+            await self._own_groups(owned, leaving=session)
         if client.connection is conn:
             client.connection = None
             if client.expiry > 0:
@@ -385,7 +405,7 @@ class MQTTProtocol(Protocol):
             return self._subscribe(conn, packet)
         elif kind is Unsubscribe:
             assert isinstance(packet, Unsubscribe)
-            self._unsubscribe(conn, packet)
+            return self._unsubscribe(conn, packet)
         elif kind is PingReq:
             conn.session.send_bytes(PINGRESP)  # [MQTT-3.12.4-1]
         elif kind is Disconnect:
@@ -658,6 +678,7 @@ class MQTTProtocol(Protocol):
             client.expiry_timer = None
         for topic_filter in client.hub_filters():
             self.hub.subscribe(topic_filter, conn.session)
+        self._groups.update(_group_names(client))  # owned again from the next sweep if nobody does
         self._unpark(client)
         for message in list(client.inflight.values()):
             if message.released:
@@ -756,6 +777,7 @@ class MQTTProtocol(Protocol):
         identifier = packet.properties.subscription_ids[0] if packet.properties.subscription_ids else None
         reasons: list[int] = []
         retained: list[str] = []
+        groups: list[str] = []
         for request in packet.requests:
             written = request.topic_filter
             shared = parse_shared(written)
@@ -774,11 +796,26 @@ class MQTTProtocol(Protocol):
                 reasons.append(Reason.QUOTA_EXCEEDED if v5 else RC311_SUBACK_FAILURE)
                 continue
             reasons.append(request.qos)  # every QoS is supported: granted as asked
+            if group is not None:
+                groups.append(_share_name(group, topic_filter))
+                self._groups.add(groups[-1])
             if group is None and (request.retain_handling == 0
                                   or (request.retain_handling == 1 and not existed)):
                 retained.append(written)  # none for a shared subscription (5.0 §4.8.2)
-        conn.session.send_bytes(encode_suback(conn.level, packet.packet_id, reasons))
+        suback = encode_suback(conn.level, packet.packet_id, reasons)
+        unowned = [name for name in groups if self.hub.holder_here(SHARE_SCOPE, name) is None]
+        if unowned:
+            return self._subscribed(conn, unowned, suback, retained)
+        conn.session.send_bytes(suback)
         return self._send_retained(conn, retained) if retained else None
+
+    async def _subscribed(self, conn: Connection, groups: list[str], suback: bytes,
+                          retained: list[str]) -> None:
+        """A new group member: the group has an owner before the SUBACK says it is subscribed."""
+        await self._own_groups(groups)
+        conn.session.send_bytes(suback)
+        if retained:
+            await self._send_retained(conn, retained)
 
     async def _send_retained(self, conn: Connection, filters: list[str]) -> None:
         """Retained messages matching a new subscription, with RETAIN set (3.1.1 [MQTT-3.3.1-6],
@@ -799,19 +836,73 @@ class MQTTProtocol(Protocol):
                                   self._properties_for(publication, props, ids), expires)
                 self._offer(conn, client, message)
 
-    def _unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
+    def _unsubscribe(self, conn: Connection, packet: Unsubscribe) -> Awaitable[None] | None:
         client = conn.client
         assert client is not None
         reasons: list[int] = []
+        owned: list[str] = []
         for written in packet.filters:
             subscription = client.subscriptions.pop(written, None)
             if subscription is not None:
                 if subscription.topic_filter not in client.hub_filters():
                     self.hub.unsubscribe(subscription.topic_filter, conn.session)
+                if subscription.group is not None:
+                    name = _share_name(subscription.group, subscription.topic_filter)
+                    if self.hub.holder_here(SHARE_SCOPE, name) == conn.session.id:
+                        owned.append(name)
                 reasons.append(Reason.SUCCESS)
             else:
                 reasons.append(Reason.NO_SUBSCRIPTION_EXISTED)
-        conn.session.send_bytes(encode_unsuback(conn.level, packet.packet_id, reasons))
+        unsuback = encode_unsuback(conn.level, packet.packet_id, reasons)
+        if owned:
+            return self._unsubscribed(conn, owned, unsuback)
+        conn.session.send_bytes(unsuback)
+        return None
+
+    async def _unsubscribed(self, conn: Connection, owned: list[str], unsuback: bytes) -> None:
+        """The owner left a group: another member here takes it before the UNSUBACK."""
+        await self._own_groups(owned, leaving=conn.session)
+        conn.session.send_bytes(unsuback)
+
+    # -- shared subscriptions across nodes (5.0 §4.8.2) --------------------------------------
+
+    async def _own_groups(self, names: Sequence[str], leaving: Session | None = None) -> None:
+        """Give each group a live member of this node as its owner (hub name ``GROUP/FILTER``
+        in :data:`SHARE_SCOPE`) unless a session anywhere holds it; ``leaving`` lets go first.
+
+        One owner per group in the cluster, so one node delivers each publication to the
+        group. A claim that another node holds is refused, and repeated at each sweep
+        while this node has members and no owner: the owner's node may go away."""
+        hub = self.hub
+        try:
+            for name in names:
+                if leaving is not None:
+                    await hub.release_name(SHARE_SCOPE, name, leaving)
+                if hub.holder_here(SHARE_SCOPE, name) is not None:
+                    continue
+                member = self._member_here(name, leaving)
+                if member is not None:
+                    await hub.claim_name(SHARE_SCOPE, name, member)
+        finally:
+            if leaving is None:
+                self._owning = False
+
+    def _member_here(self, name: str, leaving: Session | None) -> Session | None:
+        for conn in self._live.values():
+            client = conn.client
+            if conn.connected and conn.session is not leaving and name in _group_names(client):
+                return conn.session
+        return None
+
+    def _unowned(self) -> list[str]:
+        """Groups with a live member on this node and no owner here (another node's, or none).
+        Connections are looked at only when some group of ``_groups`` has no owner here."""
+        holder_here = self.hub.holder_here
+        if all(holder_here(SHARE_SCOPE, name) is not None for name in self._groups):
+            return []
+        self._groups = {name for conn in self._live.values() if conn.connected
+                        for name in _group_names(conn.client)}
+        return sorted(name for name in self._groups if holder_here(SHARE_SCOPE, name) is None)
 
     # -- DISCONNECT and wills -------------------------------------------------------------
 
@@ -859,8 +950,10 @@ class MQTTProtocol(Protocol):
     ) -> None:
         """Each receiver gets its own QoS, packet id and subscription identifiers; the QoS 0
         PUBLISH that most receivers share is built once per protocol level. A shared
-        subscription's group (5.0 §4.8.2) gets each publication once: its members take
-        turns (per node: each node's members share what that node receives)."""
+        subscription's group (5.0 §4.8.2) gets each publication once: the node of its
+        owner (:meth:`_own_groups`) delivers, its members there taking turns. A node whose
+        members of the group are all away queues for them all the same: without a live
+        member anywhere the group has no owner (and on another node, a copy too many)."""
         qos, props = _read_meta(publication, self.name)
         expires = _expires(publication, props)
         if expires is not None and expires <= time.time():
@@ -892,6 +985,9 @@ class MQTTProtocol(Protocol):
                 # 3.1.1 [MQTT-3.3.1-9], 5.0 §3.8.3.1: RETAIN kept only with Retain As Published.
                 fanout.send(client, min(qos, best), publication.retain and rap, tuple(ids))
         for key, members in groups.items():
+            if (self.hub.holder_here(SHARE_SCOPE, _share_name(*key)) is None
+                    and any(client.connection is not None for client, _ in members)):
+                continue  # live members here, the owner elsewhere: the owner's node delivers
             client, subscription = self._turn(key, members)
             fanout.send(client, min(qos, subscription.qos),
                         publication.retain and subscription.retain_as_published,
@@ -947,6 +1043,19 @@ class MQTTProtocol(Protocol):
                 conn.client.inflight.pop(message.packet_id, None)
             return
         conn.session.send_bytes(data)
+
+
+def _share_name(group: str, topic_filter: str) -> str:
+    """The hub name of a shared subscription group: ``GROUP/FILTER`` (a group has no ``/``)."""
+    return f"{group}/{topic_filter}"
+
+
+def _group_names(client: ClientSession | None) -> list[str]:
+    """The shared subscription groups ``client`` is a member of, by hub name."""
+    if client is None:
+        return []
+    subscriptions = client.subscriptions.values()
+    return [_share_name(s.group, s.topic_filter) for s in subscriptions if s.group is not None]
 
 
 def _client_of(session: Session) -> ClientSession | None:
