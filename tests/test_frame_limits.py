@@ -13,6 +13,7 @@ from support.rawws import RawClient, frame_bytes
 from test_bad_input import upgraded
 from test_limits import echo_round_trip
 from test_tls_metrics import http_get, samples
+from wsplex.transport.listener import MAX_READ, PicowsProtocol
 from wsplex.ws.assembler import MessageAssembler, PartialBytes
 from wsplex.ws.close import CloseCode
 from wsplex.ws.connection import Failure, WebSocket
@@ -189,3 +190,30 @@ async def test_send_buffers_of_the_node_are_capped(start_server: ServerFactory) 
     await assert_closed(client, CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
     assert server.listener.shared.send_buffers.total <= 256 * 1024
     assert await limit_closes(server.port) == {"send_buffers_total": 1}
+
+
+# -- the work done for one connection at a time -------------------------------------
+
+
+async def test_reads_are_capped_however_fast_frames_come(start_server: ServerFactory,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """picows grows its buffer as reads fill it: a flood must not make one read (and the
+    frames handled in one go) grow with it. The real reads are watched, not replaced."""
+    reads: list[int] = []
+    get_buffer = PicowsProtocol.get_buffer
+
+    def watched(protocol: PicowsProtocol, size_hint: int) -> memoryview:
+        buffer = get_buffer(protocol, size_hint)
+        reads.append(len(buffer))
+        return buffer
+
+    monkeypatch.setattr(PicowsProtocol, "get_buffer", watched)
+    server = await start_server(protocols=("echo",), max_messages_per_second=10_000_000)
+    client = await upgraded(server.port)
+    client.send(frame_bytes(Opcode.PONG, b"") * 200_000 + frame_bytes(Opcode.PING, b"end"))
+    while (received := await client.recv_frame()).opcode != Opcode.PONG:
+        pass
+    assert received.payload == b"end"
+    assert len(reads) > 1_200_000 // MAX_READ and max(reads) == MAX_READ
+    await echo_round_trip(ws_url(server))
+    await client.close()

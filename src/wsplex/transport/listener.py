@@ -54,6 +54,12 @@ _picows_log = logging.getLogger("wsplex.picows")
 #: picows' read buffer starts here and doubles on demand. Its floor is 2 KiB,
 #: which keeps idle connections cheap (its default is 16 KiB).
 READ_BUFFER: Final = 2048
+#: The most one read takes from a socket (what uvloop reads at a time for a plain
+#: protocol). picows doubles its buffer whenever a read nearly fills it and never
+#: shrinks it, so without a cap a client that floods small frames makes its reads,
+#: and the frames handled for it in one go, grow without bound (issue 17 item 3).
+#: A frame bigger than this still fits: a read that leaves one unfinished grows the buffer.
+MAX_READ: Final = 64 * 1024
 _BACKLOG: Final = 4096
 
 
@@ -226,6 +232,11 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
             None,
             READ_BUFFER,
         )
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        """picows' buffer for the next read, at most :data:`MAX_READ` of it."""
+        buffer: memoryview = super().get_buffer(size_hint)
+        return buffer if len(buffer) <= MAX_READ else buffer[:MAX_READ]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer = transport.get_extra_info("peername")
