@@ -9,26 +9,27 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from autobahn.wamp.types import CallDetails, RegisterOptions
+from autobahn.wamp.types import CallDetails, PublishOptions, RegisterOptions
 
 from support import ServerFactory
 from support.wamp import SERIALIZERS, TIMEOUT, Client, make, wamp_client, wamp_clients
-from test_wamp import Inbox, failure, other
+from test_wamp import Inbox, failure, other, publish, session_id, subscribe
 
 PROTOCOLS = ("wamp.2.json", "wamp.2.msgpack")
-OnNode = Callable[[int, str], Awaitable[Client]]
+OnNode = Callable[..., Awaitable[Client]]
 
 pytestmark = pytest.mark.parametrize("hub", ["redis"], indirect=True)
 
 
 @pytest.fixture
 async def on_node(start_server: ServerFactory) -> AsyncIterator[OnNode]:
-    """``await on_node(2, "json")``: a client joined to realm1 on node 0, 1 or 2 of a cluster."""
+    """``await on_node(2, "json")``: a client joined to realm1 (or the realm given third)
+    on node 0, 1 or 2 of a cluster."""
     nodes = [await start_server(protocols=PROTOCOLS) for _ in range(3)]
     async with wamp_clients(nodes[0]) as opened:
 
-        async def on(node: int, serializer: str) -> Client:
-            client = await wamp_client(nodes[node], serializer)
+        async def on(node: int, serializer: str, realm: str = "realm1") -> Client:
+            client = await wamp_client(nodes[node], serializer, realm)
             opened.append(client)
             return client
 
@@ -122,3 +123,57 @@ async def test_a_pattern_callee_that_leaves_mid_call_fails_the_call_across_nodes
     callee.disconnect()
     assert (await failure(call)).error == "wamp.error.canceled"
     assert (await failure(caller.call("com.stuck.again"))).error == "wamp.error.no_such_procedure"
+
+
+# -- realms other than realm1 span the cluster too ----------------------------------------------
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+async def test_other_realms_pubsub_across_nodes(on_node: OnNode, serializer: str) -> None:
+    """Events of a realm reach its subscribers on every node, with patterns, publisher
+    exclusion and black- and whitelisting, and stay in their realm."""
+    publisher = await on_node(0, serializer, "com.example.app")
+    near = await on_node(0, other(serializer), "com.example.app")
+    far = await on_node(1, other(serializer), "com.example.app")
+    elsewhere = await on_node(1, serializer, "com.example.other")
+    near_inbox = await subscribe(near, "com.example.news")
+    far_inbox = await subscribe(far, "com.example", match="prefix")
+    elsewhere_inbox = await subscribe(elsewhere, "com.example.news")
+    own = await subscribe(publisher, "com.example.news")
+    await publisher.publish("com.example.news", "hi", b"\x01", n=2,
+                            options=make(PublishOptions, acknowledge=True))
+    for inbox in (near_inbox, far_inbox):
+        args, kwargs = await inbox.next()
+        details = kwargs.pop("details")
+        assert args == ("hi", b"\x01") and kwargs == {"n": 2}
+    assert details.topic == "com.example.news"  # the prefix subscription's
+    await publish(publisher, "com.example.news", "for far only", eligible=[session_id(far)])
+    await publish(publisher, "com.example.news", "not for far", exclude=[session_id(far)],
+                  exclude_me=False)
+    assert await far_inbox.next_args() == ("for far only",)
+    assert await near_inbox.next_args() == ("not for far",)  # nothing came before it
+    assert await own.next_args() == ("not for far",)  # exclude_me false: the publisher hears it
+    await publish(await on_node(1, serializer, "com.example.other"), "com.example.news", "marker")
+    assert await elsewhere_inbox.next_args() == ("marker",)  # and never com.example.app's events
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+async def test_other_realms_rpc_across_nodes(on_node: OnNode, serializer: str) -> None:
+    callee = await on_node(0, serializer, "com.example.app")
+    shared = await on_node(2, serializer, "com.example.app")
+    caller = await on_node(1, other(serializer), "com.example.app")
+    await callee.register(lambda a, b: a + b, "com.example.add")
+    await callee.register(Inbox("prefix"), "com.example.math.", options=make(RegisterOptions, match="prefix"))
+    for number, client in enumerate((callee, shared)):
+        await client.register(lambda n=number: n, "com.example.shared",
+                              options=make(RegisterOptions, invoke="roundrobin"))
+    assert await caller.call("com.example.add", 2, 3) == 5
+    assert await caller.call("com.example.math.pow") == "prefix"
+    assert [await caller.call("com.example.shared") for _ in range(4)] == [0, 1, 0, 1]
+    taken = await failure(caller.register(lambda: 0, "com.example.add"))
+    assert taken.error == "wamp.error.procedure_already_exists"
+    # The same procedure in another realm is another procedure.
+    stranger = await on_node(1, serializer, "com.example.other")
+    assert (await failure(stranger.call("com.example.add"))).error == "wamp.error.no_such_procedure"
+    await stranger.register(lambda: "other", "com.example.add")
+    assert await caller.call("com.example.add", 1, 1) == 2

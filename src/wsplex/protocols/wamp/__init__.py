@@ -4,9 +4,9 @@ Two subprotocol names, one router: each class only picks the serialisation
 (:mod:`.wire`); the router (:mod:`.router`) is one object per hub, so a JSON
 caller reaches a MessagePack callee. Realm ``realm1`` is the topic space of
 SPEC §10 (topic URI ``chat.lobby`` is topic ``chat/lobby``); other realms are
-WAMP's only, on this node. What WELCOME announces is exactly what is
-implemented (:data:`.router.ROLES`, plus the session meta API where it is served:
-:data:`.router.META_ROLES`).
+WAMP's only (across nodes with ``--redis``). What WELCOME announces is exactly
+what is implemented (:data:`.router.ROLES`, plus the session meta API where it is
+served: :data:`.router.META_ROLES`).
 """
 
 from __future__ import annotations

@@ -16,15 +16,19 @@ prefix ``a.b``) and the broker matches each publication exactly; a PUBLISH is
 a hub publication whose payload is what other protocols see
 (:func:`payload_of`) and whose ``native`` form carries the WAMP arguments and
 options, so a WAMP subscriber on any node gets the event exactly as published.
-Other realms are WAMP-only and stay in this router, between sessions of this node.
+Other realms are WAMP-only: on one node they stay in this router; on a cluster
+their events travel on the server's topic of the realm (:data:`REALM_TOPIC`),
+which each of their sessions subscribes to, and each router matches its own
+subscriptions.
 
-RPC in realm1 spans the cluster: an exact, single registration's procedure is a
-hub name (``REGISTRATION_SCOPE``), so it is unique across nodes and a caller's
-router finds the callee's session wherever it is; every callee of a pattern or
-shared registration holds a name of its own (``CALLEE_SCOPE``), which a caller's
-router lists when its node has no match, to rank and pick as a dealer does. The two routers talk
-with publications on ``$SYS/wamp/peer/<session id>`` (:data:`PEER_TOPIC`),
-which every realm1 session subscribes to. The callee's router keeps the call
+RPC in realm1, and in every realm on a cluster, spans the nodes: an exact,
+single registration's procedure is a hub name (:func:`registration_scope`), so
+it is unique across nodes and a caller's router finds the callee's session
+wherever it is; every callee of a pattern or shared registration holds a name of
+its own (:func:`callee_scope`), which a caller's router lists when its node has
+no match, to rank and pick as a dealer does. The two routers talk with
+publications on ``$SYS/wamp/peer/<session id>`` (:data:`PEER_TOPIC`), which
+every session of such a realm subscribes to. The callee's router keeps the call
 as it keeps a local one, with a :class:`RemoteCaller` whose answers travel
 back; the caller's router keeps a :class:`RemoteCall` for timeouts, canceling
 and its caller leaving. A node with a matching registration serves its callers
@@ -64,17 +68,32 @@ BRIDGED_REALM: Final = "realm1"
 #: The protocol name of WAMP senders on the topic space: others see ``wamp:SESSION``.
 SENDER_PROTOCOL: Final = "wamp"
 #: Routers of several nodes talk through the topic space: what a router has to say to
-#: the router of a realm1 session (a call for its callee, the answer for its caller)
+#: the router of a session (a call for its callee, the answer for its caller)
 #: is a publication on ``$SYS/wamp/peer/<session id>`` (the server's topics, SPEC §10)
 #: with an empty payload and the message in ``native``.
 PEER_TOPIC: Final = "$SYS/wamp/peer/"
-#: Hub names of realm1's single registrations: unique across the cluster. An exact one's
-#: name is its procedure (``com.example.add``), a pattern's is ``MATCH URI`` (``prefix com.example.``).
-REGISTRATION_SCOPE: Final = "wamp.registration:realm1"
-#: Hub names of the callees of realm1's other registrations (patterns and shared ones), one
-#: per callee: ``MATCH INVOKE STAMP URI`` (URIs hold no space), ``STAMP`` the time of
-#: registering in nanoseconds, the order ``first`` and ``last`` go by across nodes.
-CALLEE_SCOPE: Final = "wamp.callee:realm1"
+#: Pub/sub of a realm other than realm1 across nodes: its publications are on the server's
+#: topic ``$SYS/wamp/realm/<hex of the realm's name>``, which its sessions subscribe to,
+#: with an empty payload and the event in ``native``; each router matches its own subscriptions.
+REALM_TOPIC: Final = "$SYS/wamp/realm/"
+
+
+def registration_scope(realm: str) -> str:
+    """Hub names of a realm's single registrations: unique across the cluster. An exact
+    one's name is its procedure (``com.example.add``), a pattern's is ``MATCH URI``
+    (``prefix com.example.``)."""
+    return f"wamp.registration:{realm}"
+
+
+def callee_scope(realm: str) -> str:
+    """Hub names of the callees of a realm's other registrations (patterns and shared ones),
+    one per callee: ``MATCH INVOKE STAMP URI`` (URIs hold no space), ``STAMP`` the time of
+    registering in nanoseconds, the order ``first`` and ``last`` go by across nodes."""
+    return f"wamp.callee:{realm}"
+
+
+def realm_topic(realm: str) -> str:
+    return REALM_TOPIC + realm.encode().hex()
 
 EXACT, PREFIX, WILDCARD = "exact", "prefix", "wildcard"
 MATCHES: Final = (EXACT, PREFIX, WILDCARD)
@@ -100,7 +119,7 @@ ROLES: Final = {
     }},
 }
 #: Advanced Profile, "Session Meta API": announced (and served) in a realm whose
-#: sessions are all on this node: any realm but realm1 on a cluster.
+#: sessions are all on this node: any realm on one node, none on a cluster.
 META_ROLES: Final = {
     role: {"features": {**details["features"], "session_meta_api": True}} for role, details in ROLES.items()
 }
@@ -276,7 +295,7 @@ class RemoteCall:
 
 @dataclass(frozen=True, slots=True)
 class CalleeEntry:
-    """One name of :data:`CALLEE_SCOPE`: a callee somewhere in the cluster."""
+    """One name of a :func:`callee_scope`: a callee somewhere in the cluster."""
 
     match: str
     invoke: str
@@ -468,7 +487,8 @@ class Dealer:
 @dataclass(eq=False)
 class Realm:
     name: str
-    bridged: bool
+    bridged: bool  # realm1: pub/sub is the topic space
+    clustered: bool  # its sessions may be on several nodes: RPC by hub names, events through the hub
     meta: bool  # the session meta API is served (all its sessions are on this node)
     peers: dict[int, Peer] = field(default_factory=dict)
     broker: Broker = field(init=False)
@@ -515,7 +535,7 @@ class Router:
         #: Calls of sessions here to callees of other nodes, by (caller's session ID, request).
         self._remote_calls: dict[tuple[int, int], RemoteCall] = {}
         #: Roundrobin across nodes: the next turn of each (match, URI), kept by this caller node.
-        self._turns: Counter[tuple[str, str]] = Counter()
+        self._turns: Counter[tuple[str, str, str]] = Counter()
         self._background: set[asyncio.Future[Any]] = set()
 
     def shutting_down(self, serializer: Serializer) -> None:
@@ -604,7 +624,8 @@ class Router:
         realm = self.realms.get(hello.realm)
         if realm is None:
             bridged = hello.realm == BRIDGED_REALM
-            realm = self.realms[hello.realm] = Realm(hello.realm, bridged, not (bridged and self._clustered))
+            realm = self.realms[hello.realm] = Realm(hello.realm, bridged, bridged or self._clustered,
+                                                     not self._clustered)
         session_id = global_id()
         while session_id in self._sessions:
             session_id = global_id()
@@ -615,8 +636,10 @@ class Router:
         realm.peers[session_id] = peer
         peer.session.name = peer.authid
         self.hub.touch(peer.session)
-        if realm.bridged:  # other nodes' routers may have calls for it, or answers
+        if realm.clustered:  # other nodes' routers may have calls for it, or answers
             self.hub.subscribe(PEER_TOPIC + peer.session.id, peer.session)
+        if realm.clustered and not realm.bridged:  # and events of its realm
+            self.hub.subscribe(realm_topic(realm.name), peer.session)
         peer.authmethod = method
         peer.send([wire.WELCOME, session_id, {
             "realm": realm.name, "authid": peer.authid, "authrole": peer.authrole,
@@ -647,11 +670,13 @@ class Router:
         releases = [self._release(peer, realm.dealer.unregister(peer, registration))
                     for registration in list(peer.registrations)]
         self._fail_calls(peer, realm.dealer, [r for r in releases if r is not None])
-        if realm.bridged:
+        if realm.clustered:
             for key, call in list(self._remote_calls.items()):
                 if call.caller is peer:
                     self._end_remote(key, call, "killnowait")
             self.hub.unsubscribe(PEER_TOPIC + peer.session.id, peer.session)
+        if realm.clustered and not realm.bridged:
+            self.hub.unsubscribe(realm_topic(realm.name), peer.session)
         realm.peers.pop(peer.id, None)
         self._sessions.discard(peer.id)
         if realm.meta and realm.peers:
@@ -740,10 +765,13 @@ class Router:
                 raise RequestFailed(INVALID_URI, f"{message.topic!r} is not a topic URI one may publish on")
             event = Event(message.topic, global_id(), message.args, message.kwargs,
                           _disclosed(peer, options, "publisher"), _rules(options))
+            exclude_me = options.get("exclude_me", True) is not False
             if realm.bridged:
-                self._publish_bridged(peer, event, exclude_me=options.get("exclude_me", True) is not False)
+                self._publish_bridged(peer, event, exclude_me=exclude_me)
+            elif realm.clustered:
+                self._publish_realm(peer, realm, event, exclude_me=exclude_me)
             else:
-                skip = peer if options.get("exclude_me", True) is not False else None
+                skip = peer if exclude_me else None
                 self._dispatch(realm, event, lambda p: p is not skip)
         except RequestFailed as exc:
             if acknowledge:
@@ -756,12 +784,14 @@ class Router:
         topic = uri_topic(event.uri)
         if is_server_topic(topic):
             raise RequestFailed(NOT_AUTHORIZED, f"{topic} belongs to the server")
-        native = msgpack.packb({
-            "uri": event.uri, "id": event.publication, "args": event.args, "kwargs": event.kwargs,
-            "publisher": event.publisher, "rules": event.rules,
-        }, use_bin_type=True)
         publication = Publication(topic, payload_of(event.args, event.kwargs),
-                                  Sender(SENDER_PROTOCOL, str(peer.id)), native=Outgoing.binary(native))
+                                  Sender(SENDER_PROTOCOL, str(peer.id)), native=_native(event))
+        self.hub.publish(publication, exclude=peer.session.id if exclude_me else None)
+
+    def _publish_realm(self, peer: Peer, realm: Realm, event: Event, *, exclude_me: bool) -> None:
+        """An event of a realm other than realm1, for its sessions on every node."""
+        publication = Publication(realm_topic(realm.name), "", Sender(SENDER_PROTOCOL, str(peer.id)),
+                                  native=_native(event))
         self.hub.publish(publication, exclude=peer.session.id if exclude_me else None)
 
     def deliver_bridged(self, publication: Publication, serializer: Serializer, exclude: str | None,
@@ -771,6 +801,9 @@ class Router:
         another node's router for one of ``sessions``."""
         if publication.topic.startswith(PEER_TOPIC):
             self._peer_message(publication, sessions)
+            return
+        if publication.topic.startswith(REALM_TOPIC):
+            self._realm_event(publication, serializer, exclude)
             return
         realm = self.realms.get(BRIDGED_REALM)
         uri = topic_uri(publication.topic)
@@ -793,6 +826,16 @@ class Router:
             self._from_other_node(session.state, body)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException):
             return  # not a message a router of ours wrote
+
+    def _realm_event(self, publication: Publication, serializer: Serializer, exclude: str | None) -> None:
+        try:
+            name = bytes.fromhex(publication.topic.removeprefix(REALM_TOPIC)).decode()
+        except ValueError:
+            return
+        realm = self.realms.get(name)
+        event = _event(publication, None) if realm is not None and not realm.bridged else None
+        if realm is not None and event is not None:
+            self._dispatch(realm, event, lambda p: p.serializer is serializer and p.session.id != exclude)
 
     def _event_of(self, publication: Publication, uri: str) -> Event | None:
         """The WAMP event of a publication, made once for both serialisations."""
@@ -845,7 +888,7 @@ class Router:
         """Realm1's registrations are hub names (:func:`_cluster_names`), so a caller on
         any node finds their callees, and no two nodes hold a single registration of the
         same procedure or pattern, or shared ones of it with different policies."""
-        names = peer.cluster_names[reg.id] = _cluster_names(reg)
+        names = peer.cluster_names[reg.id] = _cluster_names(_realm(peer).name, reg)
         claimed = [await self.hub.claim_name(scope, name, peer.session) for scope, name in names]
         taken = not all(claimed) or await self._rivalled(peer, reg)
         if peer.realm is None or reg.id not in peer.registrations:
@@ -863,11 +906,12 @@ class Router:
     async def _rivalled(self, peer: Peer, reg: Registration) -> bool:
         """Another node's registration of the same procedure or pattern that this one cannot
         join: a single one, or a shared one with another policy (Shared Registration)."""
+        realm = _realm(peer).name
         if reg.match == EXACT and reg.invoke != "single":
-            holder = await self.hub.lookup_name(REGISTRATION_SCOPE, reg.uri)
+            holder = await self.hub.lookup_name(registration_scope(realm), reg.uri)
             if holder is not None and holder != peer.session.id:
                 return True
-        rivals = [entry for entry in _callee_entries(await self.hub.names(CALLEE_SCOPE))
+        rivals = [entry for entry in _callee_entries(await self.hub.names(callee_scope(realm)))
                   if (entry.match, entry.uri) == (reg.match, reg.uri) and entry.holder != peer.session.id]
         return any(reg.invoke == "single" or entry.invoke != reg.invoke for entry in rivals)
 
@@ -923,7 +967,7 @@ class Router:
             _META_PROCEDURES[message.procedure](realm, peer, message)
             return None
         if reg is None:
-            if not realm.bridged:
+            if not realm.clustered:
                 peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
                            f"no callee registered {message.procedure}")
                 return None
@@ -962,12 +1006,14 @@ class Router:
     async def _call_remote(self, peer: Peer, message: wire.Call, timeout: float, progress: bool) -> None:
         """No callee here: the cluster's holder of the procedure's name gets it, else a
         callee of the registration that matches best among other nodes' callees."""
-        holder = await self.hub.lookup_name(REGISTRATION_SCOPE, message.procedure)
+        realm = _realm(peer).name
+        singles, callees = registration_scope(realm), callee_scope(realm)
+        holder = await self.hub.lookup_name(singles, message.procedure)
         target: RemoteCallee | None = None
         if holder is None:
-            target = self._remote_callee(await self.hub.names(CALLEE_SCOPE), message.procedure)
+            target = self._remote_callee(callees, await self.hub.names(callees), message.procedure)
         elif holder != peer.session.id:
-            target = RemoteCallee(holder, EXACT, message.procedure, (REGISTRATION_SCOPE, message.procedure))
+            target = RemoteCallee(holder, EXACT, message.procedure, (singles, message.procedure))
         if peer.realm is None or peer.session.closed:
             return
         if target is None:
@@ -985,20 +1031,20 @@ class Router:
             call.timer = loop.call_later(timeout / 1000, self._remote_timed_out, key, call)
         self.tell(holder, {
             "t": "call", "from": peer.session.id, "request": message.request, "uri": message.procedure,
-            "match": target.match, "registered": target.uri,
+            "match": target.match, "registered": target.uri, "realm": realm,
             "details": _disclosed(peer, message.options, "caller"), "progress": progress,
             "args": message.args, "kwargs": message.kwargs,
         })
 
-    def _remote_callee(self, names: Mapping[str, str], procedure: str) -> RemoteCallee | None:
+    def _remote_callee(self, scope: str, names: Mapping[str, str], procedure: str) -> RemoteCallee | None:
         """The callee of another node for ``procedure``: the registration that matches
         best (as :meth:`Dealer.lookup` ranks them), its callee by its invocation policy."""
         entries = [entry for entry in _callee_entries(names)
-                   if self.hub.holder_here(CALLEE_SCOPE, entry.name) is None]  # ours: the dealer said no
+                   if self.hub.holder_here(scope, entry.name) is None]  # ours: the dealer said no
         callees = _best_registration(entries, procedure)
         if not callees:
             return None
-        key = (callees[0].match, callees[0].uri)
+        key = (scope, callees[0].match, callees[0].uri)
         invoke = callees[0].invoke
         if invoke == "roundrobin":
             chosen = callees[self._turns[key] % len(callees)]
@@ -1007,7 +1053,7 @@ class Router:
             chosen = random.choice(callees)
         else:
             chosen = callees[-1] if invoke == "last" else callees[0]  # single, first
-        return RemoteCallee(chosen.holder, chosen.match, chosen.uri, (CALLEE_SCOPE, chosen.name))
+        return RemoteCallee(chosen.holder, chosen.match, chosen.uri, (scope, chosen.name))
 
     async def _watch_remote_calls(self) -> None:
         """A remote call is answered by its callee's router. When that router cannot
@@ -1056,8 +1102,9 @@ class Router:
     def _remote_invocation(self, callee: Peer, body: dict[str, Any]) -> None:
         caller = RemoteCaller(body["from"], self)
         request = body["request"]
-        registered = callee.realm.dealer.registration if callee.realm is not None else None
-        reg = registered(body["match"], body["registered"]) if registered is not None else None
+        realm = callee.realm
+        reg = realm.dealer.registration(body["match"], body["registered"]) if (
+            realm is not None and realm.name == body["realm"]) else None
         if reg is None or callee not in reg.callees or callee.realm is None:
             caller.error(wire.CALL, request, NO_SUCH_PROCEDURE, f"no callee registered {body['uri']}")
             return
@@ -1233,24 +1280,24 @@ _META_PROCEDURES: Final[dict[str, Callable[[Realm, Peer, wire.Call], None]]] = {
 
 
 def _clustered(realm: Realm, reg: Registration) -> bool:
-    """Registrations callers of other nodes reach: realm1's."""
-    return realm.bridged
+    """Registrations callers of other nodes reach: those of realms on several nodes."""
+    return realm.clustered
 
 
-def _cluster_names(reg: Registration) -> list[tuple[str, str]]:
-    """The hub names (scope, name) a callee of realm1's ``reg`` holds: an exact, single
-    registration its procedure in :data:`REGISTRATION_SCOPE`; any other its own name in
-    :data:`CALLEE_SCOPE`, and a single pattern also ``MATCH URI`` in :data:`REGISTRATION_SCOPE`."""
+def _cluster_names(realm: str, reg: Registration) -> list[tuple[str, str]]:
+    """The hub names (scope, name) a callee of ``reg`` in ``realm`` holds: an exact,
+    single registration its procedure in :func:`registration_scope`; any other its own
+    name in :func:`callee_scope`, and a single pattern also ``MATCH URI`` in the first."""
     if reg.match == EXACT and reg.invoke == "single":
-        return [(REGISTRATION_SCOPE, reg.uri)]
-    names = [(CALLEE_SCOPE, f"{reg.match} {reg.invoke} {time.time_ns()} {reg.uri}")]
+        return [(registration_scope(realm), reg.uri)]
+    names = [(callee_scope(realm), f"{reg.match} {reg.invoke} {time.time_ns()} {reg.uri}")]
     if reg.invoke == "single":
-        names.append((REGISTRATION_SCOPE, f"{reg.match} {reg.uri}"))
+        names.append((registration_scope(realm), f"{reg.match} {reg.uri}"))
     return names
 
 
 def _callee_entries(names: Mapping[str, str]) -> list[CalleeEntry]:
-    """The callees named in :data:`CALLEE_SCOPE`, oldest registration first."""
+    """The callees named in a :func:`callee_scope`, oldest registration first."""
     entries: list[CalleeEntry] = []
     for name, holder in names.items():
         parts = name.split(" ", 3)
@@ -1338,12 +1385,23 @@ def _rules(options: dict[str, Any]) -> dict[str, Any]:
     return rules
 
 
-def _event(publication: Publication, uri: str) -> Event | None:
-    """A topic space publication as a WAMP event. A WAMP publisher's own form (its
-    ``native``, see ``Router._publish_bridged``) gives it back exactly; any other
-    protocol's publication is one argument, its payload (text or bytes), with the
-    SPEC §10 sender as ``publisher_authid`` (``chat:alice``)."""
+def _native(event: Event) -> Outgoing:
+    """A WAMP event as it travels between routers (:func:`_event` reads it back)."""
+    return Outgoing.binary(msgpack.packb({
+        "uri": event.uri, "id": event.publication, "args": event.args, "kwargs": event.kwargs,
+        "publisher": event.publisher, "rules": event.rules,
+    }, use_bin_type=True))
+
+
+def _event(publication: Publication, uri: str | None) -> Event | None:
+    """A topic space publication as a WAMP event of ``uri``. A WAMP publisher's own form
+    (its ``native``, :func:`_native`) gives it back exactly; any other protocol's
+    publication is one argument, its payload (text or bytes), with the SPEC §10 sender as
+    ``publisher_authid`` (``chat:alice``). Without ``uri`` (another realm's event, on
+    :data:`REALM_TOPIC`) only the native form counts, with its own URI."""
     if publication.sender.protocol != SENDER_PROTOCOL:
+        if uri is None:
+            return None
         text = publication.text if publication.is_text else None
         payload: str | bytes = text if text is not None else publication.data
         return Event(uri, global_id(), [payload], None, {"publisher_authid": str(publication.sender)}, {})
@@ -1352,6 +1410,9 @@ def _event(publication: Publication, uri: str) -> Event | None:
         return None  # not a form this router writes: nothing to say
     try:
         form = msgpack.unpackb(native.payload, raw=False)
-        return Event(uri, form["id"], form["args"], form["kwargs"], form["publisher"], form["rules"])
+        event_uri = form["uri"] if uri is None else uri
+        if not isinstance(event_uri, str):
+            return None
+        return Event(event_uri, form["id"], form["args"], form["kwargs"], form["publisher"], form["rules"])
     except (ValueError, TypeError, KeyError, msgpack.UnpackException):
         return None
