@@ -177,6 +177,8 @@ async def test_send_buffers_of_the_node_are_capped(start_server: ServerFactory) 
     server = await start_server(protocols=("echo",), max_send_buffer=64 << 20, max_message_size=8192,
                                 max_send_buffers_total=256 * 1024, close_timeout=30.0,
                                 max_messages_per_second=10_000_000)
+    lagging = await upgraded(server.port)  # not reading either, but with little waiting
+    lagging.send(frame_bytes(Opcode.PING, b"lagging"))
     client = await upgraded(server.port)
     pings = frame_bytes(Opcode.PING, b"x" * 125) * 100
     for _ in range(5000):  # up to 63 MB of pongs; the kernel buffers hold a few MB
@@ -187,6 +189,11 @@ async def test_send_buffers_of_the_node_are_capped(start_server: ServerFactory) 
     assert server.stats.limit_closes == {"send_buffers_total": 1}
     assert server.stats.slow_consumer_drops == 1
     await echo_round_trip(ws_url(server))  # a reader is served meanwhile
+    assert (await lagging.recv_frame()).payload == b"lagging"  # the worst went first, and alone
+    lagging.send_frame(Opcode.TEXT, b"still open")
+    while (await lagging.recv_frame()).payload != b"still open":
+        pass  # the bystander's message, first
+    await lagging.close()
     await assert_closed(client, CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
     assert server.listener.shared.send_buffers.total <= 256 * 1024
     assert await limit_closes(server.port) == {"send_buffers_total": 1}
