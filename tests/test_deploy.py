@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,19 @@ def test_the_systemd_unit() -> None:
     assert service["EnvironmentFile"][0].lstrip("-").startswith("/etc/wsplex/")
     assert int(service["TimeoutStopSec"][0]) > 10 + 10  # a drain of 10 s, then up to 10 s to close
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_systemd_reads_the_unit_without_a_complaint(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` where systemd is installed (it warns on unknown keys and
+    bad values); elsewhere the parse above is the check."""
+    analyze = shutil.which("systemd-analyze")
+    text = (DEPLOY / "wsplex.service").read_text()
+    wsplex = Path(sys.executable).with_name("wsplex")  # ExecStart must exist to verify
+    copy = tmp_path / "wsplex.service"
+    copy.write_text(text.replace("/opt/wsplex/bin/wsplex", str(wsplex)))
+    if analyze is None:
+        assert unit_sections(copy.read_text())["Service"]["ExecStart"] == [str(wsplex)]
+        return
+    checked = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                             timeout=TIMEOUT, check=False)
+    assert (checked.returncode, checked.stderr) == (0, "")
