@@ -159,3 +159,27 @@ async def test_sighup_reloads_the_users_file(spawn: Spawn, tmp_path: Path) -> No
     child.proc.send_signal(signal.SIGHUP)
     assert "keeping the old users" in await read_until(child, "SIGHUP: cannot reload --users")
     assert await stomp_login(child, "bob", "two") == "CONNECTED"
+
+
+# -- --workers: the parent passes the signals on ----------------------------------------------
+
+
+async def test_workers_drain_and_reload_together(spawn: Spawn, clean_redis: str,
+                                                 tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users]\nalice = "{hash_password("one", n=16, r=1, p=1)}"\n')
+    child = spawn("--protocols", "echo,v12.stomp", "--redis", clean_redis, "--workers", "2",
+                  "--users", str(users), "--drain-seconds", "600")
+    await read_until(child, "listening on")  # the second worker (spawn waited for the first)
+    child.proc.send_signal(signal.SIGHUP)
+    for _ in range(2):
+        await read_until(child, "SIGHUP: reloaded --users")
+    async with connect(child.url, subprotocols=ECHO) as ws:
+        assert await echoes(ws, "x")
+        child.proc.send_signal(signal.SIGTERM)
+        for _ in range(2):
+            await read_until(child, "draining for 600 s")
+        assert await echoes(ws, "served while draining")
+        child.proc.send_signal(signal.SIGTERM)  # passed on: the drain ends
+        assert await close_code(ws) == 1001
+    assert child.proc.wait(TIMEOUT) == 0

@@ -74,6 +74,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        if stopping:  # a second signal: pass it on now, it cuts the workers' --drain-seconds short
+            for proc in workers.values():
+                if proc.poll() is None:
+                    proc.send_signal(signum)
         stopping.append(signum)
 
     signal.signal(signal.SIGTERM, forward)
