@@ -19,8 +19,10 @@ none the server takes or ``--no-compression``: extensions never refuse.
 Counting a connection slot is a side effect, so it is not done here: an
 :class:`Accept` names the client ``address`` to admit, and the caller asks
 :meth:`~wsplex.http.admission.ConnectionCounter.admit`, whose refusal (503) it
-answers like any other. Malformed requests (not GET, HTTP/1.0, a missing key)
-never get here: the WebSocket library answers them with 400 itself.
+answers like any other. Malformed requests (a method other than GET, a
+missing key) never get here: the WebSocket library answers them with 400
+itself. HEAD and HTTP/1.0 requests, which it refuses too, are read by wsplex
+(:mod:`wsplex.http.plain`) and come here like the others.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ leans on picows internals (its log messages, its write path, a private callback)
   header that *includes* the token "Upgrade" (Firefox sends
   ``keep-alive, Upgrade``); picows accepts only the exact value, so
   :func:`normalise_connection_header` rewrites it before picows checks.
+* **HEAD and HTTP/1.0.** picows refuses both with 400, yet health checks
+  send them: :mod:`wsplex.transport.plain_http` reads the request line
+  before picows and answers those from the routes.
 """
 
 from __future__ import annotations
