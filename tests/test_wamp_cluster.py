@@ -177,3 +177,21 @@ async def test_other_realms_rpc_across_nodes(on_node: OnNode, serializer: str) -
     assert (await failure(stranger.call("com.example.add"))).error == "wamp.error.no_such_procedure"
     await stranger.register(lambda: "other", "com.example.add")
     assert await caller.call("com.example.add", 1, 1) == 2
+
+
+async def test_registrations_rank_across_nodes(on_node: OnNode) -> None:
+    """A pattern of the caller's node serves it unless another node's registration ranks
+    higher: an exact one, or a longer prefix."""
+    near, far = await on_node(0, "json"), await on_node(1, "msgpack")
+    caller = await on_node(0, "msgpack")
+    await near.register(lambda: "near prefix", "com.rank.", options=make(RegisterOptions, match="prefix"))
+    await near.register(lambda: "near wildcard", "com..get", options=make(RegisterOptions, match="wildcard"))
+    await far.register(lambda: "far exact", "com.rank.get")
+    await far.register(lambda: "far prefix", "com.rank.long", options=make(RegisterOptions, match="prefix"))
+    await far.register(lambda: "far wildcard", "com.x.", options=make(RegisterOptions, match="wildcard",
+                                                                         invoke="roundrobin"))
+    assert await caller.call("com.rank.get") == "far exact"  # exact beats the prefix here
+    assert await caller.call("com.rank.longer") == "far prefix"  # the longer prefix
+    assert await caller.call("com.rank.other") == "near prefix"
+    assert await caller.call("com.y.get") == "near wildcard"
+    assert await caller.call("com.x.get") == "far wildcard"  # its first wildcard comes later

@@ -26,13 +26,13 @@ single registration's procedure is a hub name (:func:`registration_scope`), so
 it is unique across nodes and a caller's router finds the callee's session
 wherever it is; every callee of a pattern or shared registration holds a name of
 its own (:func:`callee_scope`), which a caller's router lists when its node has
-no match, to rank and pick as a dealer does. The two routers talk with
+no match or only a pattern, to rank and pick as a dealer does. The two routers talk with
 publications on ``$SYS/wamp/peer/<session id>`` (:data:`PEER_TOPIC`), which
 every session of such a realm subscribes to. The callee's router keeps the call
 as it keeps a local one, with a :class:`RemoteCaller` whose answers travel
 back; the caller's router keeps a :class:`RemoteCall` for timeouts, canceling
-and its caller leaving. A node with a matching registration serves its callers
-with its own callees.
+and its caller leaving. A node that holds the registration that ranks highest
+serves its callers with its own callees.
 """
 
 from __future__ import annotations
@@ -966,15 +966,21 @@ class Router:
         if reg is None and realm.meta and message.procedure in _META_PROCEDURES:
             _META_PROCEDURES[message.procedure](realm, peer, message)
             return None
-        if reg is None:
-            if not realm.clustered:
-                peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
-                           f"no callee registered {message.procedure}")
-                return None
-            return self._call_remote(peer, message, timeout, progress)
-        self._invoke(dealer, peer, message.request, reg, message.procedure, timeout, progress,
-                     _disclosed(peer, options, "caller"), message.args, message.kwargs)
+        if realm.clustered and (reg is None or (reg.match != EXACT and self._clustered)):
+            return self._call_remote(peer, message, timeout, progress, reg)
+        self._call_here(peer, message, timeout, progress)
         return None
+
+    def _call_here(self, peer: Peer, message: wire.Call, timeout: float, progress: bool) -> None:
+        """INVOCATION to a callee of this node, or ``no_such_procedure``."""
+        dealer = _realm(peer).dealer
+        reg = dealer.lookup(message.procedure)
+        if reg is None:
+            peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
+                       f"no callee registered {message.procedure}")
+            return
+        self._invoke(dealer, peer, message.request, reg, message.procedure, timeout, progress,
+                     _disclosed(peer, message.options, "caller"), message.args, message.kwargs)
 
     def _invoke(self, dealer: Dealer, caller: Caller, request: int, reg: Registration, procedure: str,
                 timeout: float, progress: bool, details: dict[str, Any], args: list[Any] | None,
@@ -1003,22 +1009,27 @@ class Router:
         self.hub.publish(Publication(PEER_TOPIC + session_id, "", Sender(SENDER_PROTOCOL, "router"),
                                      native=native))
 
-    async def _call_remote(self, peer: Peer, message: wire.Call, timeout: float, progress: bool) -> None:
-        """No callee here: the cluster's holder of the procedure's name gets it, else a
-        callee of the registration that matches best among other nodes' callees."""
+    async def _call_remote(self, peer: Peer, message: wire.Call, timeout: float, progress: bool,
+                           local: Registration | None = None) -> None:
+        """The cluster's holder of the procedure's name gets the call, else a callee of
+        the registration that matches best among other nodes' callees; a pattern
+        registration ``local`` of this node serves it unless another node's ranks higher
+        (Pattern-based Registration: exact, then the longest prefix, then wildcards)."""
         realm = _realm(peer).name
         singles, callees = registration_scope(realm), callee_scope(realm)
         holder = await self.hub.lookup_name(singles, message.procedure)
         target: RemoteCallee | None = None
         if holder is None:
             target = self._remote_callee(callees, await self.hub.names(callees), message.procedure)
+            if target is not None and local is not None and _rank(target.match, target.uri) <= _rank(
+                    local.match, local.uri):
+                target = None
         elif holder != peer.session.id:
             target = RemoteCallee(holder, EXACT, message.procedure, (singles, message.procedure))
         if peer.realm is None or peer.session.closed:
             return
         if target is None:
-            peer.error(wire.CALL, message.request, NO_SUCH_PROCEDURE,
-                       f"no callee registered {message.procedure}")
+            self._call_here(peer, message, timeout, progress)
             return
         holder = target.holder
         call = RemoteCall(peer, message.request, holder, target.name, progress)
@@ -1306,6 +1317,16 @@ def _callee_entries(names: Mapping[str, str]) -> list[CalleeEntry]:
     return sorted(entries, key=lambda entry: entry.stamp)
 
 
+def _rank(match: str, uri: str) -> tuple[int, int, list[bool]]:
+    """How well a registration that matches ranks (:meth:`Dealer.lookup`): exact, then
+    the longest prefix, then the wildcard whose first wildcard component comes last."""
+    if match == EXACT:
+        return (2, 0, [])
+    if match == PREFIX:
+        return (1, len(uri), [])
+    return (0, 0, [bool(part) for part in uri.split(".")])
+
+
 def _best_registration(entries: list[CalleeEntry], procedure: str) -> list[CalleeEntry]:
     """The callees of the registration that matches ``procedure`` best: exact, then the
     longest prefix, then the wildcard whose first wildcard component comes last."""
@@ -1313,14 +1334,7 @@ def _best_registration(entries: list[CalleeEntry], procedure: str) -> list[Calle
     if not matching:
         return []
 
-    def rank(entry: CalleeEntry) -> tuple[int, int, list[bool]]:
-        if entry.match == EXACT:
-            return (2, 0, [])
-        if entry.match == PREFIX:
-            return (1, len(entry.uri), [])
-        return (0, 0, [bool(part) for part in entry.uri.split(".")])
-
-    best = max(matching, key=rank)
+    best = max(matching, key=lambda entry: _rank(entry.match, entry.uri))
     return [entry for entry in matching if (entry.match, entry.uri) == (best.match, best.uri)]
 
 
