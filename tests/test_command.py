@@ -273,3 +273,11 @@ async def test_no_broadcast_of_raw_text_to_framed_protocols(start_server: Server
         assert await ask(admin, f"broadcast {protocol} hello") == (
             f"error: {protocol} clients read framed messages, not lines of text: "
             "publish on a topic they subscribe to instead")
+
+
+async def test_clients_is_rate_limited(start_server: ServerFactory) -> None:
+    server = await start_server(protocols=PROTOCOLS)
+    asker = await open_client(server)
+    for _ in range(10):
+        assert (await ask(asker, "clients")).startswith("1 client\n")
+    assert (await ask(asker, "clients")).startswith("error: too many listings; try again in ")

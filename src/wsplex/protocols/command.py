@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wsplex.app import (
+    LISTING_LIMIT,
     VERSION,
+    Budget,
     ClientInfo,
     CloseCode,
     Context,
@@ -36,6 +38,7 @@ from wsplex.app import (
     Protocol,
     Session,
     protocol_channel,
+    too_soon,
 )
 
 log = logging.getLogger("wsplex.command")
@@ -132,6 +135,7 @@ class Operator:
     """A command client's per-connection state."""
 
     authenticated: bool = False
+    listings: Budget | None = None  # ``clients``, made on first use
 
 
 Handler = Callable[[Session, str], "Reply | Awaitable[Reply]"]
@@ -318,11 +322,25 @@ class CommandProtocol(Protocol):
         return Reply(text, {"protocols": table})
 
     async def _clients(self, session: Session, argument: str) -> Reply:
+        """Every client, oldest first: at most :data:`LISTING_LIMIT` rows, the rest
+        counted, and a few listings at once per connection, then one a second (it
+        reads the whole cluster's presence)."""
+        operator = session.state
+        if isinstance(operator, Operator):
+            if operator.listings is None:
+                operator.listings = Budget()
+            wait = operator.listings.take()
+            if wait:
+                return error(too_soon(wait))
         clients = sorted(await self.hub.clients(), key=lambda c: (c.since, c.id))
         show_remote = _authenticated(session)  # addresses are personal data: operators only
-        rows = [_client_row(c, show_remote) for c in clients]
-        return Reply(_table(rows, f"{len(rows)} client{'' if len(rows) == 1 else 's'}"),
-                     {"clients": rows})
+        rows = [_client_row(c, show_remote) for c in clients[:LISTING_LIMIT]]
+        title = f"{len(clients)} client{'' if len(clients) == 1 else 's'}"
+        data: dict[str, Any] = {"clients": rows}
+        if len(clients) > LISTING_LIMIT:
+            title += f" (the first {LISTING_LIMIT} shown)"
+            data["more"] = len(clients) - LISTING_LIMIT
+        return Reply(_table(rows, title), data)
 
     # -- privileges --------------------------------------------------------------
 
@@ -339,7 +357,8 @@ class CommandProtocol(Protocol):
                         session.remote, session.id, failures)
             return error("wrong token")
         self.throttle.succeeded(address)
-        session.state = Operator(authenticated=True)
+        listings = session.state.listings if isinstance(session.state, Operator) else None
+        session.state = Operator(authenticated=True, listings=listings)
         log.info("command: session %s from %s authenticated", session.id, session.remote)
         return Reply("ok: authenticated", {"authenticated": True})
 
