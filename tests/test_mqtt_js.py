@@ -8,9 +8,7 @@ dashboards use, over WebSocket on ``/mqtt``, beside a chat client and paho-mqtt.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,37 +16,13 @@ import websockets
 
 from support import ServerFactory, ws_url
 from support.mqtt import V5, Paho
+from support.node import NodeClient
 from wsplex.server import Server
 
-SCRIPT = Path(__file__).parent / "js" / "mqtt_client.mjs"
 TIMEOUT = 10.0
 
 
-class MqttJs:
-    """The Node process of one mqtt.js client."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def command(self, op: str, **arguments: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def next(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), TIMEOUT)
-        assert line, "the mqtt.js client exited"
-        event: dict[str, Any] = json.loads(line)
-        return event
-
-    async def event(self, kind: str) -> dict[str, Any]:
-        event = await self.next()
-        assert event["event"] == kind, event
-        return event
-
-
-Start = Callable[[str, int], Coroutine[Any, Any, MqttJs]]
+Start = Callable[[str, int], Coroutine[Any, Any, NodeClient]]
 
 
 @pytest.fixture
@@ -58,22 +32,18 @@ async def server(start_server: ServerFactory) -> Server:
 
 @pytest.fixture
 async def mqtt_js(server: Server) -> AsyncIterator[Start]:
-    started: list[MqttJs] = []
+    started: list[NodeClient] = []
 
-    async def start(client_id: str, version: int) -> MqttJs:
-        process = await asyncio.create_subprocess_exec(
-            "node", str(SCRIPT), ws_url(server, "/mqtt"), client_id, str(version),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        client = MqttJs(process)
+    async def start(client_id: str, version: int) -> NodeClient:
+        client = await NodeClient.start("mqtt_client.mjs", ws_url(server, "/mqtt"), client_id,
+                                        str(version), timeout=TIMEOUT)
         started.append(client)
         assert (await client.event("connected"))["returnCode"] == 0
         return client
 
     yield start
     for client in started:
-        if client.process.returncode is None:
-            client.process.kill()
-        await client.process.wait()
+        await client.stop()
 
 
 @pytest.mark.parametrize("version", [4, 5], ids=["3.1.1", "5.0"])

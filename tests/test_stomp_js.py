@@ -9,49 +9,18 @@ stomp.py: the library as a browser application uses it, with its default subprot
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
+from support.node import NodeClient
 from support.stomp import StompPy
 from wsplex.server import Server
 
-SCRIPT = Path(__file__).parent / "js" / "stomp_client.mjs"
 TIMEOUT = 10.0
-
-
-def node_command() -> list[str]:
-    """``node``, with the flag that gives Node 20 its WebSocket (later versions have it built in)."""
-    built_in = subprocess.run(["node", "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
-                              check=False).returncode == 0
-    return ["node"] if built_in else ["node", "--experimental-websocket"]
-
-
-class StompJs:
-    """The Node process of one @stomp/stompjs client."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def command(self, op: str, **arguments: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def event(self, kind: str) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), TIMEOUT)
-        assert line, "the stompjs client exited"
-        event: dict[str, Any] = json.loads(line)
-        assert event["event"] == kind, event
-        return event
 
 
 @pytest.fixture
@@ -60,19 +29,13 @@ async def server(start_server: ServerFactory) -> Server:
 
 
 @pytest.fixture
-async def stompjs(server: Server) -> AsyncIterator[StompJs]:
-    process = await asyncio.create_subprocess_exec(
-        *node_command(), str(SCRIPT), ws_url(server),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )
-    client = StompJs(process)
+async def stompjs(server: Server) -> AsyncIterator[NodeClient]:
+    client = await NodeClient.start("stomp_client.mjs", ws_url(server), timeout=TIMEOUT)
     yield client
-    if process.returncode is None:
-        process.kill()
-    await process.wait()
+    await client.stop()
 
 
-async def test_stompjs_talks_to_chat_and_to_a_queue(server: Server, stompjs: StompJs) -> None:
+async def test_stompjs_talks_to_chat_and_to_a_queue(server: Server, stompjs: NodeClient) -> None:
     connected = await stompjs.event("connected")
     assert connected["headers"]["version"] == "1.2"  # on the v10.stomp name it was given
     await stompjs.command("subscribe", destination="/topic/chat/lobby", id="room", receipt="s1")

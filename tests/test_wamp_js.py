@@ -9,43 +9,20 @@ RPC in both directions, over ``wamp.2.json`` and ``wamp.2.msgpack``.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from autobahn.wamp.types import EventDetails, PublishOptions
 
 from support import ServerFactory
+from support.node import NodeClient
 from support.wamp import SERIALIZERS, TIMEOUT, make, wamp_client, wamp_clients
-from test_stomp_js import node_command
 from test_wamp import chat, other, subscribe
 from wsplex.protocols.wamp.router import META_ROLES, ROLES
 from wsplex.server import Server
 
-SCRIPT = Path(__file__).parent / "js" / "wamp_client.mjs"
 PROTOCOLS = ("wamp.2.json", "wamp.2.msgpack", "chat")
-
-
-class AutobahnJs:
-    """The Node process of one autobahn-js connection."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def command(self, op: str, **arguments: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def event(self, kind: str) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), TIMEOUT)
-        assert line, "the autobahn-js client exited"
-        event: dict[str, Any] = json.loads(line)
-        assert event["event"] == kind, event
-        return event
 
 
 @pytest.fixture
@@ -56,22 +33,17 @@ async def server(start_server: ServerFactory) -> Server:
 @pytest.fixture
 async def autobahn_js(server: Server) -> AsyncIterator[Callable[[str], Any]]:
     """``await autobahn_js("msgpack")``: an autobahn-js session joined to realm1."""
-    processes: list[asyncio.subprocess.Process] = []
+    clients: list[NodeClient] = []
 
-    async def spawn(serializer: str) -> tuple[AutobahnJs, dict[str, Any]]:
-        process = await asyncio.create_subprocess_exec(
-            *node_command(), str(SCRIPT), f"ws://127.0.0.1:{server.port}/", "realm1", serializer,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        processes.append(process)
-        client = AutobahnJs(process)
+    async def spawn(serializer: str) -> tuple[NodeClient, dict[str, Any]]:
+        client = await NodeClient.start("wamp_client.mjs", f"ws://127.0.0.1:{server.port}/", "realm1",
+                                        serializer, timeout=TIMEOUT)
+        clients.append(client)
         return client, await client.event("joined")
 
     yield spawn
-    for process in processes:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+    for client in clients:
+        await client.stop()
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
