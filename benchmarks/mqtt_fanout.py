@@ -234,6 +234,19 @@ def mosquitto_target(config_dir: str) -> Target | None:
     return None
 
 
+def benchmark_targets(config_dir: str) -> list[Target]:
+    """wsplex (MQTT only, no compression, the rate limit out of the way), then
+    Mosquitto when it is installed."""
+    port = free_port()
+    targets = [Target("wsplex", [sys.executable, "-m", "wsplex", "-p", str(port), "--protocols", "mqtt",
+                                 "--no-compression", "--max-messages-per-second", "1000000"],
+                      port, True)]
+    mosquitto = mosquitto_target(config_dir)
+    if mosquitto is not None:
+        targets.append(mosquitto)
+    return targets
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--receivers", type=int, default=200)
@@ -243,13 +256,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as config_dir:
-        port = free_port()
-        targets = [Target("wsplex", [sys.executable, "-m", "wsplex", "-p", str(port), "--protocols", "mqtt",
-                                     "--no-compression", "--max-messages-per-second", "1000000"],
-                          port, True)]
-        mosquitto = mosquitto_target(config_dir)
-        if mosquitto is not None:
-            targets.append(mosquitto)
+        targets = benchmark_targets(config_dir)
         results: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
         for round_number in range(args.rounds):
             for target in targets:

@@ -22,12 +22,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 
 import psutil
-from mqtt_fanout import Link, Target, free_port, mosquitto_target, server
+from mqtt_fanout import Link, Target, benchmark_targets, server
 
 from wsplex.protocols.mqtt.codec import (
     LEVEL_311,
@@ -83,13 +82,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as config_dir:
-        port = free_port()
-        targets = [Target("wsplex", [sys.executable, "-m", "wsplex", "-p", str(port), "--protocols", "mqtt",
-                                     "--no-compression", "--max-messages-per-second", "1000000"],
-                          port, True)]
-        mosquitto = mosquitto_target(config_dir)
-        if mosquitto is not None:
-            targets.append(mosquitto)
+        targets = benchmark_targets(config_dir)
         results: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
         for round_number in range(args.rounds):
             for target in targets:
