@@ -123,11 +123,7 @@ class Protocol:
         Called once per publication for all of this protocol's receivers on a
         node. The default sends the payload as it is, text or binary (echo).
         """
-        if publication.is_text:
-            text = publication.text
-            assert text is not None
-            return Outgoing.text(text)
-        return Outgoing.binary(publication.data)
+        return publication.as_sent()
 
     def deliver(
         self, publication: Publication, sessions: Mapping[str, Session], exclude: str | None

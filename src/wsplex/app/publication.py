@@ -88,6 +88,11 @@ class Publication:
                 text = self._text = None
         return text  # type: ignore[return-value]
 
+    def as_sent(self) -> Outgoing:
+        """The payload as it was published, framed: a text message or a binary one."""
+        text = self.text if self.is_text else None
+        return Outgoing.text(text) if text is not None else Outgoing.binary(self.data)
+
     def compact(self) -> Publication:
         """This publication as it is best kept for a while (history): a text payload
         held as its UTF-8 bytes, decoded again on first read. A ``str`` costs up to

@@ -48,8 +48,7 @@ class _Passthrough:
 
     @staticmethod
     def deliver(publication: Publication, sessions: Mapping[str, Session], exclude: str | None) -> None:
-        text = publication.text if publication.is_text else None
-        message = Outgoing.text(text) if text is not None else Outgoing.binary(publication.data)
+        message = publication.as_sent()
         for session in list(sessions.values()):
             if session.id != exclude:
                 session.send(message)
