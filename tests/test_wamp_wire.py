@@ -41,15 +41,19 @@ def _deep(depth: int) -> Any:
 
 
 ids = st.integers(1, 2**53)
+#: Text a valid message may hold: a string starting with NUL is binary in JSON
+#: (WAMP §"Binary conversion of JSON Strings"), so it is no text string of a message.
+texts = st.text(max_size=20).filter(lambda s: not s.startswith("\0"))
+keys = st.text(max_size=8).filter(lambda s: not s.startswith("\0"))
 uris = st.from_regex(r"\A[a-z0-9_]{1,8}(\.[a-z0-9_]{1,8}){0,3}\Z")
-scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.floats(
+scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | texts | st.floats(
     allow_nan=False, allow_infinity=False
 )
 values = st.recursive(scalars | st.binary(max_size=20),
-                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner,
                                                                                    max_size=4),
                       max_leaves=12)
-dicts = st.dictionaries(st.text(max_size=8), values, max_size=4)
+dicts = st.dictionaries(keys, values, max_size=4)
 payloads = st.one_of(
     st.just([]), st.tuples(st.lists(values, max_size=3)).map(list),
     st.tuples(st.lists(values, max_size=3), dicts).map(list),
@@ -61,7 +65,7 @@ def messages() -> st.SearchStrategy[list[Any]]:
     return st.one_of(
         st.tuples(st.just(wire.HELLO), uris, st.just({"roles": {"caller": {}}})).map(list),
         st.tuples(st.just(wire.GOODBYE), dicts, uris).map(list),
-        st.tuples(st.just(wire.AUTHENTICATE), st.text(max_size=8), dicts).map(list),
+        st.tuples(st.just(wire.AUTHENTICATE), keys, dicts).map(list),
         st.tuples(st.just(wire.ABORT), dicts, uris).map(list),
         st.builds(lambda r, o, t, p: [wire.PUBLISH, r, o, t, *p], ids, dicts, uris, payloads),
         st.tuples(st.just(wire.SUBSCRIBE), ids, dicts, uris).map(list),
@@ -302,3 +306,11 @@ def test_what_other_protocols_see_of_a_wamp_publication(
     args: list[Any] | None, kwargs: dict[str, Any] | None, payload: str | bytes
 ) -> None:
     assert payload_of(args, kwargs) == payload
+
+
+@pytest.mark.parametrize("fields", [[wire.PUBLISH, 1, {}, "a.b", ["\0text"]],
+                                    [wire.PUBLISH, 1, {"\0key": 1}, "a.b"]])
+def test_text_starting_with_nul_is_refused_in_msgpack(fields: list[Any]) -> None:
+    """JSON would read it as binary, so the router could not pass it on unchanged."""
+    with pytest.raises(ProtocolViolation, match="starting with"):
+        MSGPACK.decode(MSGPACK.encode(fields))

@@ -366,11 +366,26 @@ def _check_carriable(fields: Any) -> None:
     """The router passes values from one serialisation to the other, so a message must
     hold only what both can carry (§"Serializations"): string keys, no MessagePack
     timestamps, nesting within what JSON encoding takes (orjson: 254 levels; MessagePack
-    takes more). Encoding the message once as JSON is that check, done in C."""
+    takes more), and no text string starting with NUL, which JSON reads as binary
+    (§"Binary conversion of JSON Strings"). Encoding the message once as JSON is
+    that check, done in C; only when the encoding holds a NUL-led string (binary
+    values become one too) are the strings walked in Python."""
     try:
-        orjson.dumps(fields, default=_to_json_binary)
+        encoded = orjson.dumps(fields, default=_to_json_binary)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise ProtocolViolation(f"a value that not every serialisation can carry: {exc}") from None
+    if b'"\\u0000' in encoded and _has_nul_led_text(fields):
+        raise ProtocolViolation("a text string starting with \\0: JSON would carry it as binary")
+
+
+def _has_nul_led_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("\0")
+    if isinstance(value, list):
+        return any(_has_nul_led_text(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul_led_text(key) or _has_nul_led_text(item) for key, item in value.items())
+    return False
 
 
 class JSONSerializer(Serializer):
