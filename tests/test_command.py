@@ -281,3 +281,15 @@ async def test_clients_is_rate_limited(start_server: ServerFactory) -> None:
     for _ in range(10):
         assert (await ask(asker, "clients")).startswith("1 client\n")
     assert (await ask(asker, "clients")).startswith("error: too many listings; try again in ")
+
+
+async def test_status_spends_the_listing_budget(start_server: ServerFactory) -> None:
+    """``status`` counts the cluster's clients as ``clients`` lists them: one budget for both."""
+    server = await start_server(protocols=PROTOCOLS)
+    asker = await open_client(server)
+    for line in ["status", "clients"] * 5:
+        assert not (await ask(asker, line)).startswith("error:")
+    assert (await ask(asker, "status")).startswith("error: too many listings; try again in ")
+    assert (await ask(asker, "help")).startswith("commands")  # only the listings wait
+    other = await open_client(server)  # the budget is the connection's
+    assert (await ask(other, "status")).startswith("wsplex")

@@ -135,7 +135,7 @@ class Operator:
     """A command client's per-connection state."""
 
     authenticated: bool = False
-    listings: Budget | None = None  # ``clients``, made on first use
+    listings: Budget | None = None  # ``clients`` and ``status``, made on first use
 
 
 Handler = Callable[[Session, str], "Reply | Awaitable[Reply]"]
@@ -289,6 +289,11 @@ class CommandProtocol(Protocol):
         return Reply(f"{clock} {zone}", data)
 
     async def _status(self, session: Session, argument: str) -> Reply:
+        """Counts the cluster's clients, so it reads the whole presence like ``clients``
+        and spends the same budget (issue 17 item 6)."""
+        refused = _spend_listing(session)
+        if refused is not None:
+            return refused
         stats = self.context.stats
         connections = dict.fromkeys(self.context.registry.names, 0)
         for client in await self.hub.clients():
@@ -325,13 +330,9 @@ class CommandProtocol(Protocol):
         """Every client, oldest first: at most :data:`LISTING_LIMIT` rows, the rest
         counted, and a few listings at once per connection, then one a second (it
         reads the whole cluster's presence)."""
-        operator = session.state
-        if isinstance(operator, Operator):
-            if operator.listings is None:
-                operator.listings = Budget()
-            wait = operator.listings.take()
-            if wait:
-                return error(too_soon(wait))
+        refused = _spend_listing(session)
+        if refused is not None:
+            return refused
         clients = sorted(await self.hub.clients(), key=lambda c: (c.since, c.id))
         show_remote = _authenticated(session)  # addresses are personal data: operators only
         rows = [_client_row(c, show_remote) for c in clients[:LISTING_LIMIT]]
@@ -390,6 +391,17 @@ class CommandProtocol(Protocol):
     def _killserver(self, session: Session, argument: str) -> Reply:
         log.warning("command: killserver from session %s (%s)", session.id, session.remote)
         return Reply("ok: shutting down", {"shutdown": True}, then=self.context.shutdown)
+
+
+def _spend_listing(session: Session) -> Reply | None:
+    """One call of the connection's listing budget; the refusal when it is spent."""
+    operator = session.state
+    if not isinstance(operator, Operator):
+        return None
+    if operator.listings is None:
+        operator.listings = Budget()
+    wait = operator.listings.take()
+    return error(too_soon(wait)) if wait else None
 
 
 def _send(session: Session, reply: Reply, as_json: bool) -> None:
