@@ -74,6 +74,14 @@ def seconds(text: str) -> float:
     return value
 
 
+def timeout(text: str) -> float:
+    """Seconds more than 0: a wait that must end."""
+    value = seconds(text)
+    if value == 0:
+        raise BadValue("must be more than 0 seconds")
+    return value
+
+
 def count(text: str) -> int:
     try:
         value = int(text)
@@ -378,6 +386,9 @@ OPTIONS: tuple[Option, ...] = (
            CLUSTER, positive, metavar="N"),
     Option("redis_ttl", 15.0, "seconds (1-30) a node that died without a goodbye keeps its names "
            "and presence; renewed every S/3", CLUSTER, seconds, metavar="S"),
+    Option("redis_ping_timeout", 2.0, "seconds Redis may leave a PING (sent every second) "
+           "unanswered before the node counts it as away: /healthz 503, local view only, reconnect",
+           CLUSTER, timeout, metavar="S"),
 
     Option("debug", False, "log every connection (address, offered and chosen protocol) and close",
            LOGGING, short="-d", flag=True),
@@ -460,6 +471,7 @@ class Settings:
     # Cluster (SPEC §9)
     redis_url: str | None = _default("redis")
     redis_ttl: float = _default("redis_ttl")  # seconds a dead node's names outlive it (SPEC §9: <= 30)
+    redis_ping_timeout: float = _default("redis_ping_timeout")
     workers: int = _default("workers")
 
     # Not operator settings: tests and the worker supervisor set these.

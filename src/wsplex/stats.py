@@ -19,7 +19,7 @@ class Figure:
     when ``/metrics`` or ``status`` asks, so keeping it costs the hot path nothing."""
 
     help: str
-    read: Callable[[], int]
+    read: Callable[[], float]  # an int for a count
     counter: bool = False  # only ever grows (a Prometheus counter), else a gauge
 
 

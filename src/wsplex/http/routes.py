@@ -91,15 +91,16 @@ class HttpApp:
         return Response.json(payload, HTTPStatus.OK, **{"Access-Control-Allow-Origin": "*"})
 
     def healthz(self) -> Response:
-        """200 while the node takes clients; 503 while it drains or cannot reach Redis,
-        so a load balancer takes it out of rotation."""
+        """200 while the node takes clients; 503 while it drains or Redis has not answered
+        a bounded PING (``--redis-ping-timeout``), so a load balancer takes it out of rotation."""
         if self.draining:
             return Response.json({"status": "draining", "node": self.hub.node_id},
                                  HTTPStatus.SERVICE_UNAVAILABLE)
-        if self.hub.healthy:
+        problem = self.hub.health_problem
+        if problem is None:
             return Response.json({"status": "ok", "version": __version__, "node": self.hub.node_id})
         return Response.json(
-            {"status": "degraded: redis unavailable", "node": self.hub.node_id},
+            {"status": "degraded: redis unavailable", "reason": problem, "node": self.hub.node_id},
             HTTPStatus.SERVICE_UNAVAILABLE,
         )
 

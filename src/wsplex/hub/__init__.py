@@ -37,5 +37,6 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
         redis = hub = RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned,
                                stats=stats)
         redis.max_retained_value_size = settings.retained_value_size
+        redis.ping_timeout = settings.redis_ping_timeout
     hub.local.max_subscriptions = settings.max_subscriptions
     return hub

@@ -40,6 +40,11 @@ class NodeHub(Hub):
         """False while the backing store is unreachable (``/healthz`` answers 503)."""
         return True
 
+    @property
+    def health_problem(self) -> str | None:
+        """Why the node is not :attr:`healthy`, in a few words for ``/healthz``; None when it is."""
+        return None
+
     def new_session_id(self) -> str:
         """An id no other session of the cluster has: ``"1"``, ``"2"``... on one node."""
         self._session_counter += 1

@@ -48,6 +48,11 @@ Barriers
     is listed as a member everywhere and hears what other nodes publish there.
 
 Faults
+    A PING on the link every second (:meth:`RedisHub.watch`) is the health
+    probe: Redis that has not answered one for ``--redis-ping-timeout``
+    (frozen, or overloaded past use) counts as away, just as a broken
+    connection does, so callers waiting on it fall back at once instead of
+    when the socket times out (``COMMAND_TIMEOUT``).
     While Redis is away :attr:`healthy` is False (``/healthz`` answers 503),
     writes are dropped (fan-out counted in ``stats.redis_dropped``), reads
     answer from this node alone, and the link reconnects with capped backoff;
@@ -62,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -98,7 +104,7 @@ from wsplex.hub.redis.schema import (
     unpack,
 )
 from wsplex.hub.retained import DEFAULT_VALUE_SIZE
-from wsplex.stats import Stats
+from wsplex.stats import Figure, Stats
 
 __all__ = ["RedisHub", "RedisUnavailable", "without_password"]
 
@@ -106,6 +112,10 @@ log = logging.getLogger("wsplex.hub.redis")
 
 #: Seconds a command may take before Redis counts as down (also the goodbye's budget).
 COMMAND_TIMEOUT = 5.0
+#: Seconds without an answer to a PING before Redis counts as away (--redis-ping-timeout).
+DEFAULT_PING_TIMEOUT = 2.0
+#: The most seconds between two health PINGs.
+PING_INTERVAL = 1.0
 #: Retained publications read per HSCAN round for a wildcard filter.
 SCAN_COUNT = 500
 
@@ -154,6 +164,15 @@ class RedisHub(NodeHub):
         self._held: set[str] = set()  # sessions already waiting on _barrier
         self._tasks: list[asyncio.Task[None]] = []
         self._retained_count = 0  # HLEN of the retained hash at the last heartbeat
+        self.ping_timeout = DEFAULT_PING_TIMEOUT  # --redis-ping-timeout
+        self._answered_at = time.monotonic()  # the last PING answered (or the start)
+        self.round_trip = 0.0  # of that PING, seconds
+        self.stats.figures["redis_up"] = Figure(
+            "1 while Redis answers this node's PINGs within --redis-ping-timeout, else 0",
+            lambda: int(self.healthy))
+        self.stats.figures["redis_round_trip_seconds"] = Figure(
+            "Round trip of the last PING to Redis that was answered, seconds",
+            lambda: self.round_trip)
         self.directory.on_beat = self._count_retained
         self.queue.prepare = self._sync_subscriptions
         self.queue.on_lost = self._writer_lost
@@ -166,6 +185,7 @@ class RedisHub(NodeHub):
             asyncio.create_task(self.link.run(self._up, self._down), name="redis-link"),
             asyncio.create_task(self.queue.run(), name="redis-writer"),
             asyncio.create_task(self.directory.heartbeat(), name="redis-heartbeat"),
+            asyncio.create_task(self.watch(), name="redis-watch"),
         ]
         await self.link.attempted.wait()
 
@@ -175,6 +195,7 @@ class RedisHub(NodeHub):
             await self._redis.aclose()
             return
         self._tasks[2].cancel()  # no heartbeat after the goodbye
+        self._tasks[3].cancel()  # and no probe taking Redis down meanwhile
         if self.queue.up:
             for command in self.directory.goodbye():
                 self.queue.send(command)
@@ -197,7 +218,33 @@ class RedisHub(NodeHub):
 
     @property
     def healthy(self) -> bool:
-        return self.queue.up
+        return self.health_problem is None
+
+    @property
+    def health_problem(self) -> str | None:
+        silent = time.monotonic() - self._answered_at
+        if silent > self.ping_timeout:
+            return f"redis not answering for {silent:.0f} s"
+        if not self.queue.up:
+            return "redis unavailable"
+        return None
+
+    async def watch(self) -> None:
+        """The health probe (module docstring): a PING every second, bounded by ``ping_timeout``."""
+        interval = min(PING_INTERVAL, self.ping_timeout / 2)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.queue.up:
+                continue
+            try:
+                async with asyncio.timeout(self.ping_timeout):
+                    self.round_trip = await self.link.ping()
+            except TimeoutError:
+                self._writer_lost(f"no answer to a PING within {self.ping_timeout:g} s")
+                continue
+            except UNREACHABLE:
+                continue  # the link or the writer found out and said so
+            self._answered_at = time.monotonic()
 
     async def sync(self) -> None:
         with contextlib.suppress(RedisUnavailable):
@@ -218,6 +265,7 @@ class RedisHub(NodeHub):
         self._count_retained()
         async with asyncio.timeout(COMMAND_TIMEOUT):
             await self.queue.call(("PING",))
+        self._answered_at = time.monotonic()
         for scope, name, claim in claims:
             if not claim.result():
                 log.warning("name %r (%s) was taken on another node while Redis was unreachable; "

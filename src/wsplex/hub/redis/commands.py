@@ -59,6 +59,7 @@ class CommandQueue:
         self._queue: list[Entry] = []
         self._wake = asyncio.Event()
         self._mark: asyncio.Future[None] | None = None  # the mark of the batch being gathered
+        self._sending: list[Entry] = []  # the batch on its way to Redis
         self.up = False
         self.prepare: Callable[[], Awaitable[None]] = _nothing
         self.on_lost: Callable[[str], None] = lambda reason: None
@@ -112,11 +113,17 @@ class CommandQueue:
         self._wake.set()
 
     def down(self) -> None:
-        """Redis is gone: fail what waits, drop the rest."""
+        """Redis is gone: fail what waits, drop the rest.
+
+        The batch on its way fails too: when Redis stopped answering (the hub's
+        PING timed out) its callers fall back to this node's view now rather
+        than when the socket times out; a reply that comes after all is ignored.
+        """
         self.up = False
         batch, self._queue = self._queue, []
         self._mark = None
         self._fail(batch)
+        self._fail(self._sending)
 
     def stop(self) -> None:
         self._stopping = True
@@ -135,6 +142,7 @@ class CommandQueue:
             # local change it reflects, so prepare's subscriptions cover them all.
             batch, self._queue = self._queue, []
             self._mark = None
+            self._sending = batch
             try:
                 await self.prepare()
                 if batch:
@@ -146,6 +154,8 @@ class CommandQueue:
                 log.exception("writing to redis failed")
                 self._fail(batch)
                 self.on_lost("internal error")
+            finally:
+                self._sending = []
 
     async def _execute(self, batch: list[Entry]) -> None:
         commands = [command for command, _ in batch if command is not None]

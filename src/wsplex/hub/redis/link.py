@@ -7,6 +7,8 @@ and returns once Redis has confirmed each new one: after that, anything
 published on them reaches this node. :meth:`PubSubLink.run` is the
 supervisor: connect, let the hub come up (``on_up``), read until the
 connection breaks, tell the hub (``on_down``), wait, connect again.
+:meth:`PubSubLink.ping` is the hub's health probe: a PING on this connection,
+answered in order with everything published to it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -48,6 +52,7 @@ class PubSubLink:
         self._channels: set[bytes] = set()  # live on the current connection
         self._patterns: set[bytes] = set()
         self._confirmations: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
+        self._pongs: deque[asyncio.Future[None]] = deque()  # PINGs waiting, oldest first
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self.attempted = asyncio.Event()  # set after the first attempt, whatever its outcome
@@ -82,6 +87,22 @@ class PubSubLink:
         if waits:
             async with asyncio.timeout(CONFIRM_TIMEOUT):
                 await asyncio.gather(*waits)
+
+    async def ping(self) -> float:
+        """PING Redis on this connection and wait for the answer: the round trip in seconds.
+
+        Raises :class:`RedisUnavailable` when there is no connection or it is
+        lost meanwhile; the caller bounds the wait (a frozen Redis never answers).
+        """
+        connection = self._connection
+        if connection is None:
+            raise RedisUnavailable
+        pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.append(pong)
+        start = time.monotonic()
+        await connection.send_command("PING")
+        await pong
+        return time.monotonic() - start
 
     def _expect(self, kind: bytes, names: list[bytes]) -> list[asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
@@ -144,6 +165,8 @@ class PubSubLink:
             reply = await connection.read_response(timeout=math.inf)
             if isinstance(reply, list) and reply:
                 self._on_reply(reply)
+            elif reply == b"PONG":  # a PING before the first subscription
+                self._pong()
 
     def _on_reply(self, reply: list[Any]) -> None:
         kind = reply[0]
@@ -152,6 +175,8 @@ class PubSubLink:
                 self._on_message(reply[1], reply[2])
             elif kind == b"pmessage":
                 self._on_message(reply[2], reply[3])
+            elif kind == b"pong":  # a PING while subscribed (RESP2)
+                self._pong()
             elif kind in (b"subscribe", b"psubscribe"):
                 future = self._confirmations.pop((kind, reply[1]), None)
                 if future is not None and not future.done():
@@ -159,11 +184,18 @@ class PubSubLink:
         except Exception:  # one bad envelope must not stop the listener
             log.exception("bad message on redis channel %r", reply[1:2])
 
+    def _pong(self) -> None:
+        if self._pongs:
+            pong = self._pongs.popleft()
+            if not pong.done():
+                pong.set_result(None)
+
     def _fail_confirmations(self) -> None:
-        for future in self._confirmations.values():
+        for future in [*self._confirmations.values(), *self._pongs]:
             if not future.done():
                 future.set_exception(RedisUnavailable())
         self._confirmations.clear()
+        self._pongs.clear()
 
     async def close(self) -> None:
         """Drop the connection; the next one starts with no subscription."""
