@@ -90,12 +90,14 @@ def pinned(core: str, argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def server_process(name: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(name: str, port: int, protocols: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    """``name``'s server on ``port``, pinned to the server's core; wsplex runs ``protocols``
+    (default: the built-in ones run.py's workloads use)."""
     argv = [PYTHON, str(SERVERS / f"{name}_server.py"), "--port", str(port)]
     if name == "wsplex":
         # Limits stay on, raised past what one benchmark client does from one address.
-        argv += ["--protocols", ",".join(wsplex_protocols()), "--max-messages-per-second", "1000000",
-                 "--max-connections-per-ip", "100000"]
+        argv += ["--protocols", protocols or ",".join(wsplex_protocols()),
+                 "--max-messages-per-second", "1000000", "--max-connections-per-ip", "100000"]
     proc = subprocess.Popen(
         pinned(SERVER_CORE, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
-    parser.add_argument("--only", default="", help="comma-separated workload names (echo,chat,route,idle)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated workload names (echo,chat,route,idle,stomp)")
     parser.add_argument("--servers", default="", help="comma-separated servers (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write every raw result here")
     args = parser.parse_args(argv)
@@ -239,7 +242,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"### {work.key}\n\n{table(work, raw[work.key])}\n", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))
+    if not args.only or "stomp" in args.only.split(","):
+        run_stomp(args, chosen_servers)
     return 0
+
+
+def run_stomp(args: argparse.Namespace, chosen: set[str]) -> None:
+    """STOMP against RabbitMQ's Web-STOMP (``stomp_bench.py``, its own tables; RabbitMQ is
+    skipped with a message when its port is closed)."""
+    servers = [s for s in ("wsplex", "rabbitmq") if not args.servers or s in chosen]
+    if not servers:
+        return
+    argv = [PYTHON, str(HERE / "stomp_bench.py"), "--rounds", str(args.rounds),
+            "--servers", ",".join(servers)]
+    print("\n## STOMP: wsplex against RabbitMQ (stomp_bench.py)\n", flush=True)
+    subprocess.run([*argv, *(["--smoke"] if args.smoke else [])], check=True, timeout=3600)
 
 
 def _summary(result: dict[str, Any]) -> str:
