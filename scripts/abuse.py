@@ -655,11 +655,11 @@ async def hold_fragments(x: Ctx, count: int, fragment: int, total: int, hold: fl
 
 
 async def a2a(x: Ctx) -> str:
-    return await hold_fragments(x, 10, 2, MIB, x.secs(10))
+    return await hold_fragments(x, x.n(10), 2, MIB, x.secs(10))
 
 
 async def a2b(x: Ctx) -> str:
-    return await hold_fragments(x, 10, 256, 4095 * 256, x.secs(10))
+    return await hold_fragments(x, x.n(10), 256, 4095 * 256, x.secs(10))
 
 
 async def a2c(x: Ctx) -> str:
@@ -1189,7 +1189,7 @@ async def run_one(spec: Spec, args: argparse.Namespace) -> Result:
         if not await asyncio.to_thread(ours.poll, 30):
             raise SystemExit("the bystander did not connect within 30 s")
         ours.recv()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5 if args.scale >= 0.1 else 0.1)
         sampler.start()
         metrics_before = metrics_totals((await http_get(ctx.host, ctx.port, "/metrics", 10))[1])
         marks = {"at": time.monotonic(), "rss": server.rss_mib(), "cpu": server.cpu_seconds()}
@@ -1223,7 +1223,7 @@ async def run_one(spec: Spec, args: argparse.Namespace) -> Result:
             except (OSError, TimeoutError, IndexError, ValueError):
                 await asyncio.sleep(0.5)
         result.healthy = health
-        await asyncio.sleep(2)
+        await asyncio.sleep(2 if args.scale >= 0.1 else 0.5)  # let the server settle
         result.rss_before, result.rss_after = marks["rss"], server.rss_mib()
         result.rss_peak = max(sampler.peak, result.rss_after)
         result.cpu = server.cpu_seconds() - marks["cpu"]
