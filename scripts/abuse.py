@@ -648,7 +648,7 @@ async def hold_fragments(x: Ctx, count: int, fragment: int, total: int, hold: fl
             sent += batch
     await asyncio.gather(*(one(c) for c in conns))
     await asyncio.sleep(hold)  # every message unfinished, held
-    closed = [c.outcome for c in conns if c.ended]
+    closed = [c.outcome or "" for c in conns if c.ended]
     return (f"{count} x {frames:,} fragments of {fragment} B held {hold:.0f} s: "
             f"{tally(closed) if closed else 'none closed'}; {len(conns) - len(closed)} open"
             + (f"; {tally(failures.elements())}" if failures else ""))
