@@ -1343,7 +1343,16 @@ def main() -> int:
                              "not from the working tree others may be editing")
     parser.add_argument("--json", metavar="FILE", help="also write the results there")
     parser.add_argument("--list", action="store_true", help="list the attacks and exit")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="print the table of results written by earlier runs' --json, and exit")
     args = parser.parse_args()
+    if args.merge:
+        merged: list[Result] = []
+        for path in args.merge:
+            with open(path) as saved:
+                merged += [Result(**entry) for entry in json.load(saved)]
+        print(table(merged))
+        return 0
     if args.list:
         for spec in ATTACKS:
             print(f"{spec.number:4} {spec.title}" + (" (--redis)" if spec.redis_only else ""))
