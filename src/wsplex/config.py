@@ -335,6 +335,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_header_size", 16 * 1024, "largest request line plus headers, at most 16KiB (the "
            "WebSocket library's own cap); bigger requests get HTTP 431", LIMITS, header_limit,
            metavar="BYTES", show=show_size),
+    Option("max_handshakes_per_ip", 256, "TCP connections from one client address still in their "
+           "handshake; more are closed at once (trusted proxies are not counted)", LIMITS, positive,
+           metavar="N"),
     Option("max_subscriptions", 1000, "topic filters and channels one connection may hold; more "
            "are refused with the protocol's own error", LIMITS, subscription_cap, metavar="N"),
     Option("history_topics", 10_000, "topics (chat rooms) whose last messages are kept; a new one "
@@ -433,6 +436,7 @@ class Settings:
     retained_max: int = _default("retained_max")
     retained_per_sender: int = _default("retained_per_sender")
     retained_bytes: int = _default("retained_bytes")
+    max_handshakes_per_ip: int = _default("max_handshakes_per_ip")
     history_topics: int = _default("history_topics")
     history_bytes: int = _default("history_bytes")
     max_send_buffer: int = _default("max_send_buffer")

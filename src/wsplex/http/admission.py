@@ -14,6 +14,9 @@ and ``server.py`` only asks.
   glob patterns.
 * :func:`header_size` measures a request's header block the way it came on the
   wire, for ``--max-header-size``.
+* :class:`HandshakeCounter` counts the TCP connections still in their
+  handshake, per address and with the open ones; past either bound a new one
+  is closed at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class Refusal(StrEnum):
     MAX_CONNECTIONS_PER_IP = "max_connections_per_ip"
     HEADER_SIZE = "header_size"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
+    #: TCP connections closed at once: too many from one address still in their handshake.
+    MAX_HANDSHAKES_PER_IP = "max_handshakes_per_ip"
+    #: ... or too many file descriptors taken by open and half-open connections together.
+    MAX_HANDSHAKES = "max_handshakes"
     DRAINING = "draining"  # the server is shutting down (--drain-seconds)
 
 
@@ -56,6 +63,70 @@ class Refused:
 #: balancer sends the client to another node.
 DRAINING = Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.DRAINING,
                    "server draining: shutting down, connect to another node")
+
+
+#: Half-open connections allowed past the connection cap: a full server still answers
+#: some with 503 "server full", out of the descriptors kept free (``server.FD_HEADROOM``).
+HANDSHAKE_SPARE = 32
+
+
+class HandshakeCounter:
+    """TCP connections still in their handshake, per client address and with the open ones.
+
+    A connection is counted from accept until its request is answered (upgraded,
+    refused or served) or it ends; picows' handshake timeout bounds how long.
+    Each one holds a file descriptor, so one address that connects and sends
+    nothing could otherwise hold every descriptor the process has, and
+    ``accept()`` would fail silently for everyone (issue 17 item 9: 20,000
+    idle connects locked new clients out for 5.6 s). Past either bound the
+    connection is closed at once: the request has not arrived, there is
+    nothing to answer yet.
+
+    * per address, ``max_per_address`` (``--max-handshakes-per-ip``); an
+      address behind which clients handshake normally has a few at a time
+      (a handshake takes a round trip or two), and a trusted proxy, which
+      connects once it has the whole request, is not counted;
+    * in all, open connections plus half-open ones stay under the connection
+      cap plus :data:`HANDSHAKE_SPARE`, so descriptors run out here, with a
+      log line and a metric, before they run out in ``accept()``.
+    """
+
+    __slots__ = ("_by_address", "connections", "max_per_address", "total")
+
+    def __init__(self, max_per_address: int, connections: ConnectionCounter) -> None:
+        self.max_per_address = max_per_address
+        self.connections = connections
+        self.total = 0
+        self._by_address: Counter[str] = Counter()
+
+    def admit(self, address: str, *, per_address: bool = True) -> Refused | None:
+        """Count one more half-open connection from ``address``, or say why not."""
+        connections = self.connections
+        if connections.total + self.total >= connections.max_total + HANDSHAKE_SPARE:
+            return Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.MAX_HANDSHAKES,
+                           f"{connections.total} connections open and {self.total} in their "
+                           f"handshake: at most {connections.max_total + HANDSHAKE_SPARE} in all")
+        if per_address:
+            if self._by_address[address] >= self.max_per_address:
+                return Refused(HTTPStatus.SERVICE_UNAVAILABLE, Refusal.MAX_HANDSHAKES_PER_IP,
+                               f"{address} has {self.max_per_address} connections in their "
+                               "handshake (--max-handshakes-per-ip)")
+            self._by_address[address] += 1
+        self.total += 1
+        return None
+
+    def release(self, address: str, *, per_address: bool = True) -> None:
+        """A connection counted by :meth:`admit` finished its handshake or went away."""
+        self.total -= 1
+        if per_address:
+            left = self._by_address[address] - 1
+            if left > 0:
+                self._by_address[address] = left
+            else:
+                del self._by_address[address]
+
+    def from_address(self, address: str) -> int:
+        return self._by_address.get(address, 0)
 
 
 class ConnectionCounter:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, Final, cast
@@ -29,7 +30,8 @@ from picows.picows import WSAutoPingStrategy, WSProtocol  # type: ignore[attr-de
 
 from wsplex.app.protocol import Protocol as AppProtocol
 from wsplex.app.session import Hook
-from wsplex.http.admission import DRAINING, Refusal, Refused
+from wsplex.http.admission import DRAINING, HandshakeCounter, Refusal, Refused
+from wsplex.http.forwarded import networks, parse_ip, trusted
 from wsplex.http.handshake import Accept, Decision, Request, Route, format_peer, refusal_response
 from wsplex.http.plain import parse_request, without_body
 from wsplex.http.routes import Response
@@ -61,6 +63,9 @@ READ_BUFFER: Final = 2048
 #: A frame bigger than this still fits: a read that leaves one unfinished grows the buffer.
 MAX_READ: Final = 64 * 1024
 _BACKLOG: Final = 4096
+#: Seconds between two log lines about half-open connections closed at once: a flood
+#: of them is one line a second with a count, not one line each.
+HANDSHAKE_LOG_INTERVAL: Final = 1.0
 
 
 class Listener:
@@ -88,6 +93,11 @@ class Listener:
                                       f"handshake not completed within {settings.handshake_timeout:g} s")
         #: Shutting down (``--drain-seconds``): upgrades get 503, open connections stay.
         self.draining = False
+        #: TCP connections still in their handshake (issue 17 item 9).
+        self.handshakes = HandshakeCounter(settings.max_handshakes_per_ip, shared.counter)
+        self._proxies = networks(settings.trusted_proxies)
+        self._closed_unlogged = 0  # half-open connections closed since the last log line
+        self._logged_at = -HANDSHAKE_LOG_INTERVAL
         self._server: asyncio.Server | None = None
         self._switching: dict[tuple[str | None, str | None], Any] = {}
 
@@ -125,6 +135,26 @@ class Listener:
         assert self._server is not None
         sock: socket.socket = self._server.sockets[0]
         return int(sock.getsockname()[1])
+
+    def admit_tcp(self, host: str) -> tuple[bool, bool]:
+        """A new TCP connection from ``host``: (admitted, counted per address).
+
+        Refused ones are counted in ``/metrics`` and logged at WARNING, at
+        most once a :data:`HANDSHAKE_LOG_INTERVAL` with how many went since.
+        """
+        address = parse_ip(host)
+        per_address = address is None or not trusted(address, self._proxies)
+        refused = self.handshakes.admit(host, per_address=per_address)
+        if refused is None:
+            return True, per_address
+        self.shared.stats.refusals[refused.reason] += 1
+        self._closed_unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= HANDSHAKE_LOG_INTERVAL:
+            log.warning("%s: TCP connection closed at once: %s (%d closed since the last such line)",
+                        host, refused.text, self._closed_unlogged, extra={"remote": host})
+            self._logged_at, self._closed_unlogged = now, 0
+        return False, per_address
 
     def answer(self, request: WSUpgradeRequest, peer: Any, guard: GuardedTransport) -> Connection | Response:
         """A connection to upgrade to, or the HTTP response to send instead."""
@@ -210,7 +240,8 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
     and reads the few messages the workarounds depend on (``picows_workarounds``).
     """
 
-    __slots__ = ("_listener", "accounted", "connection", "guard", "peer")
+    __slots__ = ("_listener", "accounted", "connection", "guard", "handshaking", "peer", "per_address",
+                 "refused")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
@@ -219,6 +250,10 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         self.guard: GuardedTransport | None = None
         #: The handshake's outcome has been counted (an answer of ours, a timeout, oversize headers).
         self.accounted = False
+        #: The client address while counted in ``Listener.handshakes``, else None.
+        self.handshaking: str | None = None
+        self.per_address = True
+        self.refused = False  # closed at once by connection_made: picows never saw it
         settings = listener.shared.settings
         super().__init__(
             None, None, False,  # host+port and path: client-side only
@@ -240,14 +275,28 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.peer = transport.get_extra_info("peername")
+        host = self.peer[0] if isinstance(self.peer, tuple) else str(self.peer)
+        admitted, self.per_address = self._listener.admit_tcp(host)
+        if not admitted:
+            self.refused = True
+            cast(asyncio.Transport, transport).abort()  # no request yet: nothing to answer, no TIME_WAIT
+            return
+        self.handshaking = host
         self.guard = GuardedTransport(cast(asyncio.Transport, transport), self._listener.too_large)
         super().connection_made(self.guard)
         # Until the request line is read: HEAD and HTTP/1.0 are ours (transport.plain_http).
         transport.set_protocol(RequestLineReader(self, transport, self._answer_plain,
                                                  self._plain_too_large))
 
+    def _handshake_done(self) -> None:
+        """The request is answered (or the connection gone): no longer half-open."""
+        host, self.handshaking = self.handshaking, None
+        if host is not None:
+            self._listener.handshakes.release(host, per_address=self.per_address)
+
     def _answer_plain(self, head: bytes) -> None:
         assert self.guard is not None
+        self._handshake_done()
         self.accounted = True
         self.guard.write(self._listener.answer_plain(head, self.peer))
         self.guard.close()
@@ -259,6 +308,9 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
         self.guard.close()  # writes the 431 (guard.unanswered)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        self._handshake_done()
         super().connection_lost(exc)
         connection = self.connection
         if connection is not None:
@@ -285,6 +337,7 @@ class PicowsProtocol(WSProtocol):  # type: ignore[misc]
 
     def _listener_for(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
         assert self.guard is not None
+        self._handshake_done()
         answer = self._listener.answer(request, self.peer, self.guard)
         self.peer = None  # the session has it as text now; a tuple less per idle connection
         if isinstance(answer, Connection):
