@@ -68,6 +68,7 @@ from wsplex.protocols.stomp.frames import (
     FrameParser,
     encode,
     encode_headers,
+    escape,
 )
 from wsplex.protocols.stomp.heartbeat import TOLERANCE, Beat, HeartBeats, negotiate, parse_header
 from wsplex.protocols.stomp.queues import Queue, QueuedMessage
@@ -346,9 +347,15 @@ def fail(session: Session, connection: Connection, error: StompError, frame: Fra
 
 
 class _Rendering:
-    """One publication as MESSAGE frames: what all receivers share, encoded once per version."""
+    """One publication as MESSAGE frames: what all receivers share, encoded once per version.
 
-    __slots__ = ("_raw", "body", "destination", "headers", "is_text")
+    A receiver's frame is the shared head (command, ``destination``, up to
+    ``message-id:``), its message id, its ``subscription`` (and 1.2 ``ack``) lines,
+    and the shared tail (the sender's headers, ``content-length``, the body):
+    the same bytes :func:`encode` makes of the whole, in one join per receiver.
+    """
+
+    __slots__ = ("_parts", "body", "destination", "headers", "is_text")
 
     def __init__(self, publication: Publication) -> None:
         self.destination = TOPIC_PREFIX + publication.topic
@@ -362,16 +369,25 @@ class _Rendering:
         elif sender.protocol != SENDER_PROTOCOL:
             headers.append(_TEXT_TYPE if self.is_text else _BINARY_TYPE)
         self.headers = headers
-        self._raw: dict[str, bytes] = {}
+        self._parts: dict[str, tuple[bytes, bytes]] = {}  # version -> (head, tail)
+
+    def _render(self, version: str) -> tuple[bytes, bytes]:
+        head = b"MESSAGE\n" + encode_headers((("destination", self.destination),), version) + b"message-id:"
+        body = self.body
+        length = b"content-length:%d\n" % len(body) if body else b""
+        tail = b"".join((encode_headers(self.headers, version), length, b"\n", body, b"\0"))
+        parts = self._parts[version] = (head, tail)
+        return parts
 
     def message(self, subscription: Subscription) -> Outgoing:
         connection = subscription.connection
         version = connection.version or V12
-        raw = self._raw.get(version)
-        if raw is None:
-            raw = self._raw[version] = encode_headers(self.headers, version)
-        headers = _message_headers(self.destination, connection.new_message_id(), subscription, version)
-        return Outgoing(encode("MESSAGE", headers, self.body, version, raw_headers=raw), is_text=self.is_text)
+        parts = self._parts.get(version) or self._render(version)
+        message_id = connection.new_message_id()  # digits: the same escaped in every version
+        lines = f"{message_id}\nsubscription:{escape(subscription.id, version)}\n"
+        if version == V12 and subscription.ack != AUTO:
+            lines += f"ack:{message_id}\n"
+        return Outgoing(b"".join((parts[0], lines.encode(), parts[1])), is_text=self.is_text)
 
 
 def encode_passed_on(headers: Iterable[tuple[str, str]]) -> Outgoing | None:
