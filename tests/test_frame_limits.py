@@ -7,6 +7,8 @@ with a bystander that is still served afterwards.
 from __future__ import annotations
 
 import pytest
+from websockets import Subprotocol
+from websockets.asyncio.client import connect
 
 from support import ServerFactory, ws_url
 from support.rawws import RawClient, frame_bytes
@@ -173,28 +175,38 @@ async def test_unfinished_messages_of_the_node_are_capped(start_server: ServerFa
 
 
 async def test_send_buffers_of_the_node_are_capped(start_server: ServerFactory) -> None:
-    """A never-reading ping flooder passes the node's cap before its own: it is closed, 1013."""
-    server = await start_server(protocols=("echo",), max_send_buffer=64 << 20, max_message_size=8192,
-                                max_send_buffers_total=256 * 1024, close_timeout=30.0,
-                                max_messages_per_second=10_000_000)
-    lagging = await upgraded(server.port)  # not reading either, but with little waiting
-    lagging.send(frame_bytes(Opcode.PING, b"lagging"))
+    """A never-reader in a flooded echo passes the node's cap before its own: it is closed, 1013.
+
+    The flood is what others send it: its own pings would only stop it being read
+    (``tests/test_turn_bounds.py``).
+    """
+    server = await start_server(protocols=("echo", "chat"), max_send_buffer=64 << 20,
+                                max_message_size=8192, max_send_buffers_total=256 * 1024,
+                                close_timeout=30.0, max_messages_per_second=10_000_000)
+    lagging = await RawClient.connect(server.port, ["chat"])  # not reading either, little waiting
+    lagging.send_frame(Opcode.PING, b"lagging")
     client = await upgraded(server.port)
-    pings = frame_bytes(Opcode.PING, b"x" * 125) * 100
-    for _ in range(5000):  # up to 63 MB of pongs; the kernel buffers hold a few MB
-        if server.stats.limit_closes:
-            break
-        client.send(pings)
-        await client.writer.drain()
+    message = b"x" * 8000
+    async with connect(ws_url(server), subprotocols=[Subprotocol("echo")], max_size=None) as sender:
+        for _ in range(10_000):  # up to 80 MB for the never-reader; the kernel buffers hold a few MB
+            if server.stats.limit_closes:
+                break
+            await sender.send(message)
+            assert await sender.recv() == message
     assert server.stats.limit_closes == {"send_buffers_total": 1}
     assert server.stats.slow_consumer_drops == 1
     await echo_round_trip(ws_url(server))  # a reader is served meanwhile
-    assert (await lagging.recv_frame()).payload == b"lagging"  # the worst went first, and alone
-    lagging.send_frame(Opcode.TEXT, b"still open")
-    while (await lagging.recv_frame()).payload != b"still open":
-        pass  # the bystander's message, first
+    while (received := await lagging.recv_frame()).opcode != Opcode.PONG:
+        pass  # chat's welcome
+    assert received.payload == b"lagging"  # the worst went first, and alone
+    lagging.send_frame(Opcode.PING, b"still open")
+    assert (await lagging.recv_frame()).payload == b"still open"
     await lagging.close()
-    await assert_closed(client, CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
+    while (received := await client.recv_frame()).opcode != Opcode.CLOSE:
+        pass  # the echoes it could take
+    assert (received.close_code, received.close_reason) == (
+        CloseCode.TRY_AGAIN_LATER, "slow consumer: server send buffers full")
+    await client.close()
     assert server.listener.shared.send_buffers.total <= 256 * 1024
     assert await limit_closes(server.port) == {"send_buffers_total": 1}
 

@@ -12,7 +12,8 @@ from websockets.exceptions import InvalidStatus
 from support import ServerFactory, ws_url
 from support.rawws import RawClient, frame_bytes, upgrade_request
 from test_bad_input import upgraded
-from wsplex.http.admission import ConnectionCounter, MessageRate, Refusal, header_size, origin_allowed
+from wsplex.http.admission import ConnectionCounter, Refusal, header_size, origin_allowed
+from wsplex.transport.pacing import FrameRate
 from wsplex.ws.close import CloseCode
 from wsplex.ws.frames import Opcode
 
@@ -44,9 +45,10 @@ def test_counter_caps_total_and_per_address() -> None:
 
 
 def test_message_rate_window() -> None:
-    rate = MessageRate(limit=2, now=100.0)
-    assert rate.exceeded(100.5)  # the third message within the first second
-    assert not rate.exceeded(101.0)  # a second later: a new window, counting this one
+    rate = FrameRate(limit=2, now=100.0)
+    rate.count = 3
+    assert rate.exceeded(100.5, lag=0.0)  # the third message within the first second
+    assert not rate.exceeded(101.0, lag=0.0)  # a second later: a new window, counting this one
     assert rate.count == 1 and rate.window_start == 101.0
 
 

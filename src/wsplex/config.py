@@ -366,6 +366,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_partial_bytes", 256 << 20, "bytes held by the unfinished messages of all "
            "connections; the one that would pass it closes with 1013", LIMITS, size, metavar="BYTES",
            show=show_size),
+    Option("read_per_turn", 256 * 1024, "work handled for one connection before the others get "
+           "their turn: bytes of payload, each frame counting 64 more; then its socket rests until "
+           "the next event-loop turn", LIMITS, size, metavar="BYTES", show=show_size),
 
     Option("compression", True, "permessage-deflate (RFC 7692) with clients that offer it",
            COMPRESSION, flag=True, shown="on"),
@@ -444,6 +447,7 @@ class Settings:
     max_fragments: int = _default("max_fragments")
     fragment_timeout: float = _default("fragment_timeout")
     max_partial_bytes: int = _default("max_partial_bytes")
+    read_per_turn: int = _default("read_per_turn")
     origins: tuple[str, ...] = _default("origin")
     trusted_proxies: tuple[str, ...] = _default("trusted_proxy")
     tls_cert: str | None = _default("tls_cert")

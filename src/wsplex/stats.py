@@ -49,6 +49,10 @@ class Stats:
     limit_closes: Counter[str] = field(default_factory=Counter)
     subscriptions_refused: int = 0  # past --max-subscriptions
     reads_paused: int = 0  # times a connection stopped being read: its hooks were behind
+    #: Times a connection stopped being read because what was sent to it waited unread.
+    send_pauses: int = 0
+    turn_yields: int = 0  # times a connection's reads rested a loop turn past --read-per-turn
+    loop_lag: float = 0.0  # seconds the event loop ran late (the frame rate's stall clock)
     retained_refused: int = 0  # retained publications not kept: past a --retained-* bound
     history_trimmed: int = 0  # publications dropped from a topic's history past --history-bytes
     history_topics_evicted: int = 0  # topics whose history was forgotten (--history-topics)

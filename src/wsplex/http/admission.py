@@ -1,4 +1,4 @@
-"""Admission rules for the handshake and the per-connection message rate (SPEC §8).
+"""Admission rules for the handshake (SPEC §8).
 
 Plain values in, a decision out: no sockets, so each rule is tested on its own
 and ``server.py`` only asks.
@@ -7,9 +7,9 @@ and ``server.py`` only asks.
   address. A connection is counted when the handshake is accepted and released
   exactly once when it goes away; past either cap the handshake is refused
   with HTTP 503.
-* :class:`MessageRate` caps messages per second on one connection. It costs an
-  increment and a compare per message: the clock is read only once the count
-  reaches the cap, to see whether that many arrived within one second.
+* The message rate of an open connection is the transport's
+  (:class:`wsplex.transport.pacing.FrameRate`): it counts by arrival, which
+  only the transport can judge.
 * :func:`origin_allowed` matches the ``Origin`` header against ``--origin``
   glob patterns.
 * :func:`header_size` measures a request's header block the way it came on the
@@ -167,31 +167,6 @@ class ConnectionCounter:
 
     def from_address(self, address: str) -> int:
         return self._by_address.get(address, 0)
-
-
-class MessageRate:
-    """At most ``limit`` messages within one second on one connection.
-
-    A window opens at the first message after a reset. When the count passes
-    the limit, the window is over the limit if it is younger than a second;
-    otherwise a new window starts. Bursts that straddle two windows can reach
-    twice the limit: the cap stops floods, it does not shape traffic.
-    """
-
-    __slots__ = ("count", "limit", "window_start")
-
-    def __init__(self, limit: int, now: float) -> None:
-        self.limit = limit
-        self.count = 0
-        self.window_start = now
-
-    def exceeded(self, now: float) -> bool:
-        """Called once the count has passed the limit: True if within one second."""
-        if now - self.window_start < 1.0:
-            return True
-        self.window_start = now
-        self.count = 1
-        return False
 
 
 def origin_allowed(origin: str | None, patterns: Iterable[str]) -> bool:

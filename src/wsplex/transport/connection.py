@@ -15,10 +15,14 @@ is queued after them and flushed at once (a close because TCP goes next).
 
 Limits (SPEC §8): frames per second are counted here, since they are a server
 policy and not RFC 6455: every frame counts, data and control alike, an empty
-continuation as much as a whole message (issue 17); a connection whose send
-buffer passes the send-buffer cap after a write is a slow consumer and is
-closed with 1008, and past the node's total (:class:`SendBuffers`) the
-connections with the most waiting are closed with 1013.
+continuation as much as a whole message (issue 17), and by arrival rather than
+by processing (:class:`~wsplex.transport.pacing.FrameRate`); a connection
+whose send buffer passes the send-buffer cap after a write is a slow consumer
+and is closed with 1008, and past the node's total (:class:`SendBuffers`) the
+connections with the most waiting are closed with 1013. What one connection
+gets handled per loop turn is bounded (``--read-per-turn``), and a connection
+whose replies wait unread is not read until they drain; these pauses and the
+session's backlog pause share one set of reasons (:class:`~.pacing.Pause`).
 Pings are answered here rather than by picows, so pongs are coalesced with
 other frames and count towards the send-buffer cap. The keepalive sweep
 (:meth:`Connection.ping`) also bounds how long a fragmented message may stay
@@ -39,11 +43,12 @@ from picows import WSFrame, WSListener, WSTransport
 from wsplex.app.protocol import Protocol as AppProtocol
 from wsplex.app.session import Hook, Session
 from wsplex.config import Settings
-from wsplex.http.admission import ConnectionCounter, MessageRate
+from wsplex.http.admission import ConnectionCounter
 from wsplex.http.handshake import Accept
 from wsplex.logs import connection_fields
 from wsplex.stats import Stats
 from wsplex.transport.flusher import Flusher
+from wsplex.transport.pacing import FRAME_COST, LONG_PAUSES, FrameRate, LoopLag, Pause
 from wsplex.transport.picows_workarounds import GuardedTransport
 from wsplex.ws.assembler import PartialBytes
 from wsplex.ws.close import CloseCode
@@ -90,10 +95,16 @@ class Shared:
     partial: PartialBytes = field(init=False)
     #: The bytes waiting in every connection's send buffer: ``--max-send-buffers-total``.
     send_buffers: SendBuffers = field(init=False)
+    #: The loop-lag clock the frame rate counts stalls by (:mod:`.pacing`).
+    lag: LoopLag = field(init=False)
 
     def __post_init__(self) -> None:
         self.partial = PartialBytes(self.settings.max_partial_bytes)
         self.send_buffers = SendBuffers(self.settings.max_send_buffers_total)
+        self.lag = LoopLag(self.connections, self._publish_lag)
+
+    def _publish_lag(self, total: float) -> None:
+        self.stats.loop_lag = total
 
 
 #: The node-wide send-buffer total is recounted exactly at most this often (seconds).
@@ -159,6 +170,7 @@ class Connection(WSListener):
         "on_message",
         "out",
         "paused",
+        "paused_at",
         "pending",
         "ping_sent_at",
         "protocol",
@@ -169,6 +181,8 @@ class Connection(WSListener):
         "stats",
         "subprotocol",
         "transport",
+        "turn_budget",
+        "turn_used",
         "unfinished",
         "unfinished_since",
         "ws",
@@ -199,10 +213,15 @@ class Connection(WSListener):
         self.failure: tuple[int, str] | None = None  # picows' parser error, see parser_failed
         self.ping_sent_at: float | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self.paused = False
+        #: Why the socket is not read (:class:`~wsplex.transport.pacing.Pause`); 0: it is read.
+        self.paused = 0
+        self.paused_at = 0.0  # when the first of LONG_PAUSES began
         #: This connection's part of ``shared.send_buffers.total``: its buffer after the last write.
         self.buffered = 0
-        self.rate = MessageRate(settings.max_messages_per_second, 0.0)
+        self.rate = FrameRate(settings.max_messages_per_second)
+        #: What the frames handled since the last yield cost (``--read-per-turn``, :mod:`.pacing`).
+        self.turn_used = 0
+        self.turn_budget = settings.read_per_turn
         #: The unfinished message the keepalive sweep last saw (``ws.messages_opened``), and when.
         self.unfinished = 0
         self.unfinished_since = 0.0
@@ -222,7 +241,13 @@ class Connection(WSListener):
         request.method = request.path = request.version = b""
         shared = self.shared
         session = self.session
-        self.rate.window_start = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        lag = shared.lag
+        if not lag.running:
+            lag.start(loop)
+        rate = self.rate
+        rate.window_start = now = loop.time()
+        rate.lag_start = lag.now(now)
         if shared.send_buffer_cap < _DEFAULT_HIGH_WATER:  # pause_writing must come no later than the cap
             out.set_write_buffer_limits(high=shared.send_buffer_cap)
         shared.connections.add(self)
@@ -240,7 +265,7 @@ class Connection(WSListener):
             self.receiving = True  # what this read makes us send waits for its end, see _end_read
         rate = self.rate
         rate.count += 1  # every frame, see the module docstring
-        if rate.count <= rate.limit or not self._over_rate():
+        if rate.count <= rate.allowance or not self._over_rate():
             payload = frame.get_payload_as_bytes()
             try:
                 # WSMsgType is an IntEnum at run time (its stub says Enum): it compares as the opcode.
@@ -258,11 +283,14 @@ class Connection(WSListener):
             except Exception:  # a bug of ours must not reach picows, which would send 1011 itself
                 log.exception("frame handling failed for %s", self.session)
                 self.fail(CloseCode.INTERNAL_ERROR, "internal error")
+        self.turn_used += frame.payload_size + FRAME_COST
         if frame.last_in_buffer:
             if self.receiving:
                 self._end_read()
             if self.failure is not None:
                 self._fail_parsed()
+            if self.turn_used > self.turn_budget:
+                self._yield_turn()
 
     def _end_read(self) -> None:
         """The last frame of a read is handled: write what it made us send.
@@ -306,13 +334,21 @@ class Connection(WSListener):
             self.shared.counter.release(self.session.address)
 
     def pause_writing(self) -> None:
-        """The transport buffers past its high-water mark: ``flush`` now checks the cap."""
-        self.paused = True
+        """The transport buffers past its high-water mark: the peer does not read what we
+        send, so stop reading what it sends until it does (issue 17 item 14).
+
+        Replies (pongs, echoes, answers) are built only from what is read, so
+        the bytes queued for a never-reading client stay at the high-water mark
+        plus one read's replies; what others send it is still capped by
+        ``--max-send-buffer`` (:meth:`flush`).
+        """
+        self.stats.send_pauses += 1
+        self._pause(Pause.SEND)
 
     def resume_writing(self) -> None:
         """The buffer drained below the low-water mark: the peer reads again."""
-        self.paused = False
         self.refresh_buffered()
+        self._resume(Pause.SEND)
 
     def refresh_buffered(self) -> bool:
         """Count what the transport buffers now in the node's total; False once closing."""
@@ -331,15 +367,50 @@ class Connection(WSListener):
 
     def pause_reading(self) -> None:
         """The session's hooks are behind (a Session's backlog): read no more for now."""
-        out = self.out
-        if out is not None and not out.is_closing():
-            self.stats.reads_paused += 1
-            out.pause_reading()
+        self.stats.reads_paused += 1
+        self._pause(Pause.BACKLOG)
 
     def resume_reading(self) -> None:
-        """The session caught up: read again."""
+        """The session caught up: read again, unless another pause holds."""
+        self._resume(Pause.BACKLOG)
+
+    def _yield_turn(self) -> None:
+        """``--read-per-turn`` is spent: read no more until the next loop turn (:mod:`.pacing`)."""
+        self.turn_used = 0
+        lag = self.shared.lag
+        if lag.loop is not None and not self.paused & Pause.TURN:
+            self.stats.turn_yields += 1
+            self._pause(Pause.TURN)
+            lag.loop.call_soon(self._resume, Pause.TURN)
+
+    def _pause(self, reason: Pause) -> None:
+        """Stop reading the socket for ``reason``; the first reason pauses the transport."""
         out = self.out
-        if out is not None and not out.is_closing():
+        if out is None or out.is_closing():
+            return
+        if reason & LONG_PAUSES and self.ws.state is not _OPEN and self.ws.state is not _FAILING:
+            return  # closing: see _apply
+        paused = self.paused
+        if not paused:
+            out.pause_reading()
+        if reason & LONG_PAUSES and not paused & LONG_PAUSES:
+            self.paused_at = asyncio.get_running_loop().time()
+        self.paused = paused | reason
+
+    def _resume(self, reason: Pause) -> None:
+        """``reason`` no longer holds; read again once no other reason does.
+
+        The time reading was paused by a lasting reason is credited to the rate:
+        the frames the peer sent meanwhile arrive at once (:class:`FrameRate`).
+        """
+        paused = self.paused
+        if not paused & reason:
+            return
+        self.paused = paused = paused & ~reason
+        if reason & LONG_PAUSES and not paused & LONG_PAUSES:
+            self.rate.paused += asyncio.get_running_loop().time() - self.paused_at
+        out = self.out
+        if not paused and out is not None and not out.is_closing():
             out.resume_reading()
 
     # -- incoming ------------------------------------------------------------
@@ -358,17 +429,20 @@ class Connection(WSListener):
             self._apply(result)  # type: ignore[arg-type]
 
     def _over_rate(self) -> bool:
-        """SPEC §8: at most ``max_messages_per_second`` frames per second.
+        """SPEC §8: at most ``max_messages_per_second`` frames per second, by arrival.
 
-        Called once the count has passed the limit (the caller counts): is that
-        within one second? Then the connection fails with 1008 and the frame is
-        dropped. Once closing, the state machine discards all but a close frame
-        anyway, so the rate stops mattering: the peer's close still gets through.
+        Called once the count has passed the window's allowance (the caller
+        counts): is that within the window, allowing for the time the loop ran
+        late and the reading was paused (:class:`~.pacing.FrameRate`)? Then the
+        connection fails with 1008 and the frame is dropped. Once closing, the state
+        machine discards all but a close frame anyway, so the rate stops mattering:
+        the peer's close still gets through.
         """
         if self.ws.state is not _OPEN:
             return False
         rate = self.rate
-        if rate.exceeded(asyncio.get_running_loop().time()):
+        now = asyncio.get_running_loop().time()
+        if rate.exceeded(now, self.shared.lag.now(now)):
             reason = f"more than {rate.limit} messages per second"
             self._limit_reached(Limit.RATE, reason)
             self.ws.drop_message()
@@ -493,6 +567,9 @@ class Connection(WSListener):
             self._close_timer.cancel()
         self.session.closed = True
         self._stop_counting_buffer()  # closing: its bytes go within close_timeout
+        # From here what the peer sends is discarded (but for its close frame), so it
+        # costs nothing to read: read on, or unread input would turn our FIN into a reset.
+        self._resume(LONG_PAUSES)
         if close.frame is not None:
             self._send_now(close.frame)
         out = self.out
