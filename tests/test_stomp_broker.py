@@ -1,7 +1,9 @@
 """The queue bookkeeping of STOMP (SPEC §12), as a state machine: hypothesis runs random
 sends, subscriptions, ACKs, NACKs and departures and checks that no message is lost or
-consumed twice. Real Sessions over a link that keeps what it was given; no socket, since
-only the bookkeeping is under test here (test_stomp_queues.py has it over the wire).
+consumed twice. Real Sessions over a link that keeps what it was given, and the memory
+hub's queues (hub/queues.py) under the STOMP broker; no socket, since only the bookkeeping
+is under test here (test_stomp_queues.py has it over the wire, test_stomp_cluster.py
+across nodes on Redis).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from wsplex.app import Sender, Session
+from wsplex.app import QueueMessage, Sender, Session
+from wsplex.hub.memory import MemoryHub
 from wsplex.protocols.stomp import (
     AUTO,
     CLIENT,
@@ -20,7 +23,7 @@ from wsplex.protocols.stomp import (
     Subscription,
 )
 from wsplex.protocols.stomp.frames import V12, Frame, FrameParser
-from wsplex.protocols.stomp.queues import QueuedMessage
+from wsplex.protocols.stomp.queues import QueuedMessage, queued
 
 LIMIT = 4  # waiting messages per queue
 
@@ -44,7 +47,9 @@ class KeepingLink:
 class Queues(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.broker = Broker(queue_limit=LIMIT, max_queues=10)
+        self.hub = MemoryHub("test")
+        self.hub.queues.limit, self.hub.queues.max_queues = LIMIT, 10
+        self.broker = Broker(self.hub)
         self.sent: set[str] = set()
         self.consumed: list[str] = []  # auto deliveries and acknowledged messages
         self.unacked: dict[tuple[int, str], str] = {}  # (consumer, ack id) -> body
@@ -119,21 +124,27 @@ class Queues(RuleBasedStateMachine):
 
     @invariant()
     def nothing_lost_nothing_twice(self) -> None:
-        queue = self.broker.queues.get("q")
-        waiting = [m.body.decode() for m in queue.waiting] if queue is not None else []
+        queue = self.hub.queues.queues.get("q")
+        waiting = [_body(m) for m in queue.waiting] if queue is not None else []
         unacked = list(self.unacked.values())
         everywhere = self.consumed + unacked + waiting
         assert len(everywhere) == len(set(everywhere)), "a message is in two places"
         assert len(set(self.consumed)) == len(self.consumed), "a message was consumed twice"
         missing = self.sent - set(everywhere)
-        assert len(missing) == self.broker.dropped, (missing, self.broker.dropped)
+        assert len(missing) == self.hub.queues.dropped, (missing, self.hub.queues.dropped)
 
     @invariant()
     def waiting_only_without_consumers(self) -> None:
-        queue = self.broker.queues.get("q")
+        queue = self.hub.queues.queues.get("q")
         if queue is not None and queue.waiting:
             assert not queue.consumers
             assert len(queue.waiting) <= LIMIT
+
+
+def _body(message: QueueMessage) -> str:
+    sent = queued(message)
+    assert sent is not None
+    return sent.body.decode()
 
 
 TestQueues = Queues.TestCase

@@ -59,6 +59,7 @@ class Conversation:
     def __init__(self) -> None:
         base = replace(Settings(), protocols=("v12.stomp",), stomp_heart_beat=0, stomp_queue_limit=3)
         self.hub = MemoryHub("fuzz", Stats())
+        self.hub.queues.limit = base.stomp_queue_limit
         context = Context(base, self.hub, Stats(), ProtocolRegistry.build(("v12.stomp",)))
         self.protocol = Stomp12(context)
         self.hub.bind({"v12.stomp": self.protocol})
@@ -102,4 +103,4 @@ def test_random_conversations_never_break_the_protocol(conversation: list[tuple[
     for index in range(len(world.clients)):
         world.leave(index, reopen=False)
     assert not world.protocol.broker.connections
-    assert all(not queue.consumers for queue in world.protocol.broker.queues.values())
+    assert all(not queue.consumers for queue in world.hub.queues.queues.values())

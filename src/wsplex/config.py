@@ -311,6 +311,9 @@ OPTIONS: tuple[Option, ...] = (
            show=show_size),
     Option("stomp_queue_limit", 10_000, "messages a STOMP /queue/ keeps while nobody consumes "
            "them; past it the oldest are dropped and counted", PROTOCOLS, positive, metavar="N"),
+    Option("stomp_queue_bytes", 64 << 20, "bytes of message bodies and headers a STOMP /queue/ "
+           "keeps while nobody consumes them; past it the oldest are dropped and counted",
+           PROTOCOLS, size, metavar="BYTES", show=show_size),
     Option("stomp_max_queues", 10_000, "STOMP queues one node keeps; a SEND or SUBSCRIBE that "
            "would make one more gets an ERROR frame and the close", PROTOCOLS, positive, metavar="N"),
     Option("admin_token_file", None, "file holding the token for privileged commands "
@@ -464,6 +467,7 @@ class Settings:
     stomp_heart_beat: int = _default("stomp_heart_beat")  # milliseconds
     stomp_max_frame_size: int = _default("stomp_max_frame_size")
     stomp_queue_limit: int = _default("stomp_queue_limit")
+    stomp_queue_bytes: int = _default("stomp_queue_bytes")
     stomp_max_queues: int = _default("stomp_max_queues")
     admin_token: str | None = field(default=None, repr=False)  # from --admin-token-file or the env
 

@@ -7,7 +7,7 @@ the hub with its topic space, and the names of close codes.
 
 from wsplex import __version__ as VERSION
 from wsplex.app.budget import LISTING_LIMIT, Budget, too_soon
-from wsplex.app.hub import ClientInfo, Hub, protocol_channel
+from wsplex.app.hub import ClientInfo, Hub, QueueConsumer, QueueFigures, QueueMessage, protocol_channel
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.protocol import Context, Protocol, ProtocolTable
 from wsplex.app.publication import Publication, Sender
@@ -31,6 +31,9 @@ __all__ = [
     "Protocol",
     "ProtocolTable",
     "Publication",
+    "QueueConsumer",
+    "QueueFigures",
+    "QueueMessage",
     "Sender",
     "Session",
     "Stats",

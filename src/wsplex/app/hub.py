@@ -17,6 +17,10 @@ one they run on. Three kinds of operation:
   protocol (:func:`protocol_channel`) from connect to disconnect.
 * **The directory**, coroutines because on Redis they are round trips: names,
   presence, listings, small values.
+* **Queues** (STOMP's ``/queue/Q``, SPEC §12): each message to exactly one
+  consumer of the cluster, in turn; it waits, within bounds, while nobody
+  consumes; one given back goes to another consumer, marked redelivered.
+  The hub moves opaque :class:`QueueMessage` bytes; the protocol renders.
 
 Fan-out (``publish``, ``broadcast``, ``send_to``) is synchronous and
 fire-and-forget: it is the hot path, and a message must not wait for a
@@ -26,6 +30,7 @@ network round trip before the next one is read.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +60,41 @@ class ClientInfo:
     @classmethod
     def of(cls, session: Session, node: str) -> ClientInfo:
         return cls(session.id, session.protocol, session.remote, session.name, session.since, node)
+
+
+@dataclass(slots=True, eq=False)
+class QueueMessage:
+    """One message of a queue, opaque to the hub: the protocol's own encoding in ``data``.
+
+    ``local`` may hold the protocol's decoded form; only a hub that keeps the
+    message in this process hands it back (the memory hub), so a receiver that
+    finds it None decodes ``data``. ``ref`` is the hub's handle (on Redis, the
+    stream entry id); protocols leave it alone.
+    """
+
+    data: bytes
+    redelivered: bool = False
+    local: object = None
+    ref: object = None
+
+
+class QueueConsumer(ABC):
+    """Who takes messages from a queue (a STOMP subscription to ``/queue/Q``)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def take(self, queue: str, message: QueueMessage) -> None:
+        """Deliver ``message``: it is this consumer's until it settles it (:meth:`Hub.queue_settle`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """What ``/metrics`` shows of the queues, as this node sees them."""
+
+    queues: int  # queues this node keeps (memory) or uses (Redis: sends to or consumes)
+    waiting: int  # messages waiting for a consumer
+    dropped: int  # messages dropped past a queue's bounds, oldest first (by this node)
 
 
 class Hub(ABC):
@@ -209,3 +249,36 @@ class Hub(ABC):
     @abstractmethod
     async def values(self, prefix: str) -> dict[str, str]:
         """Every stored value whose key starts with ``prefix``."""
+
+    # -- queues (SPEC §12) ------------------------------------------------------------
+
+    @abstractmethod
+    def queue_send(self, queue: str, message: QueueMessage, *, sender: Session | None = None) -> bool:
+        """Give ``message`` to the next consumer of ``queue`` anywhere in the cluster, or let
+        it wait. With ``sender``, that session's next event waits until the message is
+        stored (on Redis: in Redis, so a receipt means it outlives this node). Past the
+        queue's bounds (``--stomp-queue-limit`` messages, ``--stomp-queue-bytes`` of
+        ``data``) the oldest waiting ones are dropped and counted. False when it would
+        make one queue more than this node may keep (``--stomp-max-queues``): nothing
+        was sent."""
+
+    @abstractmethod
+    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
+        """``consumer`` takes its turns of ``queue`` from now on (round robin), starting with
+        the messages that waited; False when refused, as :meth:`queue_send`."""
+
+    @abstractmethod
+    def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:
+        """``consumer`` takes no more; what it holds it settles itself (give it back)."""
+
+    @abstractmethod
+    def queue_settle(self, queue: str, messages: Sequence[QueueMessage], *, consumed: bool,
+                     avoid: QueueConsumer | None = None) -> None:
+        """Messages a consumer took are done with: consumed (ACK, or delivered in auto mode)
+        they are gone; given back (NACK, or their consumer left) each is marked
+        redelivered and goes to the next consumer but ``avoid`` (``avoid`` itself when
+        it is the only one), or waits for the next consumer."""
+
+    @abstractmethod
+    def queue_figures(self) -> QueueFigures:
+        """Queues, waiting and dropped messages, without a round trip."""

@@ -39,4 +39,7 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
         redis.max_retained_value_size = settings.retained_value_size
         redis.ping_timeout = settings.redis_ping_timeout
     hub.local.max_subscriptions = settings.max_subscriptions
+    queues = memory.queues if not settings.redis_url else redis.queues
+    queues.limit, queues.max_bytes = settings.stomp_queue_limit, settings.stomp_queue_bytes
+    queues.max_queues = settings.stomp_max_queues
     return hub

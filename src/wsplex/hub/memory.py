@@ -7,12 +7,15 @@ the directory is a few dicts.
 
 from __future__ import annotations
 
-from wsplex.app.hub import ClientInfo
+from collections.abc import Sequence
+
+from wsplex.app.hub import ClientInfo, QueueConsumer, QueueFigures, QueueMessage
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication
 from wsplex.app.session import Session
 from wsplex.hub.base import NodeHub
 from wsplex.hub.history import History
+from wsplex.hub.queues import MemoryQueues
 from wsplex.hub.retained import Retained
 from wsplex.stats import Stats
 
@@ -25,6 +28,7 @@ class MemoryHub(NodeHub):
         self.retained_store = Retained(self.stats)
         self._history = History(self.stats, self.local.has_filter)
         self._values: dict[str, str] = {}
+        self.queues = MemoryQueues()  # bounds set by create_hub
 
     # -- the topic space -----------------------------------------------------
 
@@ -133,3 +137,21 @@ class MemoryHub(NodeHub):
 
     async def values(self, prefix: str) -> dict[str, str]:
         return {k: v for k, v in self._values.items() if k.startswith(prefix)}
+
+    # -- queues (hub/queues.py) ------------------------------------------------------------
+
+    def queue_send(self, queue: str, message: QueueMessage, *, sender: Session | None = None) -> bool:
+        return self.queues.send(queue, message)
+
+    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
+        return self.queues.consume(queue, consumer)
+
+    def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:
+        self.queues.cancel(queue, consumer)
+
+    def queue_settle(self, queue: str, messages: Sequence[QueueMessage], *, consumed: bool,
+                     avoid: QueueConsumer | None = None) -> None:
+        self.queues.settle(queue, messages, consumed=consumed, avoid=avoid)
+
+    def queue_figures(self) -> QueueFigures:
+        return self.queues.figures()

@@ -60,6 +60,11 @@ Faults
     names again (a clash with a name taken meanwhile is logged; both keep it
     until one leaves). It needs a single Redis (or a Sentinel-managed
     primary), not Redis Cluster.
+
+Queues
+    STOMP's ``/queue/Q`` is a stream per queue with one consumer group
+    (:mod:`.queues`): a message is consumed once by a consumer on any node,
+    and outlives the node it was sent to.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,7 +81,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from wsplex.app.hub import ClientInfo, protocol_channel
+from wsplex.app.hub import ClientInfo, QueueConsumer, QueueFigures, QueueMessage, protocol_channel
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication
 from wsplex.app.session import Session
@@ -86,6 +91,7 @@ from wsplex.hub.history import HistoryRules
 from wsplex.hub.redis.commands import UNREACHABLE, CommandQueue, RedisUnavailable
 from wsplex.hub.redis.directory import Directory
 from wsplex.hub.redis.link import PubSubLink
+from wsplex.hub.redis.queues import StreamQueues
 from wsplex.hub.redis.schema import (
     BROADCAST,
     CODE,
@@ -176,6 +182,7 @@ class RedisHub(NodeHub):
         self.directory.on_beat = self._count_retained
         self.queue.prepare = self._sync_subscriptions
         self.queue.on_lost = self._writer_lost
+        self.queues = StreamQueues(self._redis, self.queue, self.keys.prefix, node_id, ttl, self.stats)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -187,6 +194,7 @@ class RedisHub(NodeHub):
             asyncio.create_task(self.directory.heartbeat(), name="redis-heartbeat"),
             asyncio.create_task(self.watch(), name="redis-watch"),
         ]
+        self._tasks.append(asyncio.create_task(self.queues.run(), name="redis-queues"))
         await self.link.attempted.wait()
 
     async def stop(self) -> None:
@@ -196,7 +204,9 @@ class RedisHub(NodeHub):
             return
         self._tasks[2].cancel()  # no heartbeat after the goodbye
         self._tasks[3].cancel()  # and no probe taking Redis down meanwhile
+        self.queues.stopping = True
         if self.queue.up:
+            self.queue.send(("DEL", self.queues.wake_key))
             for command in self.directory.goodbye():
                 self.queue.send(command)
             with contextlib.suppress(*UNREACHABLE):
@@ -569,6 +579,28 @@ class RedisHub(NodeHub):
             return {}
         found = {k.decode(): v.decode() for k, v in reply.items()}
         return {k: v for k, v in found.items() if k.startswith(prefix)}
+
+    # -- queues (queues.py) ------------------------------------------------------------
+
+    def queue_send(self, queue: str, message: QueueMessage, *, sender: Session | None = None) -> bool:
+        if not self.queues.send(queue, message):
+            return False
+        if sender is not None:
+            self._hold(sender)  # its receipt comes once the message is in Redis
+        return True
+
+    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
+        return self.queues.consume(queue, consumer)
+
+    def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:
+        self.queues.cancel(queue, consumer)
+
+    def queue_settle(self, queue: str, messages: Sequence[QueueMessage], *, consumed: bool,
+                     avoid: QueueConsumer | None = None) -> None:
+        self.queues.settle(queue, messages, consumed=consumed, avoid=avoid)
+
+    def queue_figures(self) -> QueueFigures:
+        return self.queues.figures()
 
     # -- what comes in from other nodes ------------------------------------------------
 

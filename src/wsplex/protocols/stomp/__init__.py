@@ -15,7 +15,8 @@ picks the client's first. So a ``v10.stomp`` connection may speak 1.2.
   (``chat:alice``; a STOMP sender by its bare session id); a client's own
   ``from`` is dropped. A SEND's other headers (``content-type``, custom ones)
   reach STOMP receivers; other protocols get the body only.
-* ``/queue/Q`` is a queue of this node (``queues.py``).
+* ``/queue/Q`` is a queue of the hub (``queues.py``): of this process, or with
+  ``--redis`` of the cluster.
 * A bad frame, an unknown command, a missing required header, a destination
   that is neither: an ERROR frame with a ``message`` header (and
   ``receipt-id`` when the frame asked for a receipt), then the close
@@ -50,6 +51,8 @@ from wsplex.app import (
     Outgoing,
     Protocol,
     Publication,
+    QueueConsumer,
+    QueueMessage,
     Sender,
     Session,
     filter_error,
@@ -71,7 +74,7 @@ from wsplex.protocols.stomp.frames import (
     escape,
 )
 from wsplex.protocols.stomp.heartbeat import TOLERANCE, Beat, HeartBeats, negotiate, parse_header
-from wsplex.protocols.stomp.queues import Queue, QueuedMessage
+from wsplex.protocols.stomp.queues import QueuedMessage, queued
 
 TOPIC_PREFIX: Final = "/topic/"
 QUEUE_PREFIX: Final = "/queue/"
@@ -108,8 +111,9 @@ class StompError(Exception):
 
 
 @dataclass(slots=True, eq=False)
-class Subscription:
-    """One SUBSCRIBE of one connection: to a topic filter, or to a queue."""
+class Subscription(QueueConsumer):
+    """One SUBSCRIBE of one connection: to a topic filter, or to a queue (then a consumer of the
+    hub's queue: :meth:`take` is how a queue message reaches it)."""
 
     id: str
     name: str  # the topic filter or the queue name, without the prefix
@@ -118,6 +122,10 @@ class Subscription:
     session: Session
     connection: Connection
     order: int  # when it was made, in the connection's own count: the oldest wins
+    hub: Hub | None = None  # a queue subscription's, which settles what it takes
+
+    def take(self, queue: str, message: QueueMessage) -> None:
+        deliver_queued(self, message)
 
 
 class Connection:
@@ -134,7 +142,7 @@ class Connection:
         self.topics: dict[str, list[Subscription]] = {}  # filter -> its subscriptions, oldest first
         #: Queue messages delivered in a client ack mode and not acknowledged, by ack id,
         #: in delivery order (``client`` mode acknowledges cumulatively).
-        self.pending: dict[str, tuple[Subscription, QueuedMessage]] = {}
+        self.pending: dict[str, tuple[Subscription, QueueMessage]] = {}
         self.transactions: dict[str, list[Frame]] = {}
         self.beat: Beat[Session] | None = None
         self.done = False  # DISCONNECT or ERROR: nothing more is read
@@ -162,97 +170,72 @@ class Connection:
 
 
 class Broker:
-    """What the three STOMP protocol objects of one server share: queues, heart-beats, counters."""
+    """What the three STOMP protocol objects of one server share: the hub's queues as STOMP uses
+    them, heart-beats, counters."""
 
-    def __init__(self, queue_limit: int, max_queues: int) -> None:
-        self.queue_limit = queue_limit
-        self.max_queues = max_queues
-        self.queues: dict[str, Queue[Subscription]] = {}
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.heart_beats: HeartBeats[Session] = HeartBeats(_beat, _silent)
         self.connections: dict[str, Connection] = {}  # past CONNECTED, by session id
         self.redeliveries = 0
-        self.dropped = 0
 
     def figures(self) -> dict[str, Figure]:
-        """What ``/metrics`` (``wsplex_stomp_*``) and ``status`` show of STOMP on this node."""
+        """What ``/metrics`` (``wsplex_stomp_*``) and ``status`` show of STOMP on this node.
+        The queue figures are the hub's: exact in one process; with ``--redis`` this node's
+        view (the queues it sends to or consumes, their waiting messages as of the last
+        look, every third of ``--redis-ttl``, and the drops its own sends caused)."""
         connections = self.connections.values
+        queues = self.hub.queue_figures
         return {
             "stomp_sessions": Figure("STOMP connections past CONNECTED on this node",
                                      lambda: len(self.connections)),
             "stomp_subscriptions": Figure("STOMP subscriptions (topics and queues) on this node",
                                           lambda: sum(len(c.subscriptions) for c in connections())),
-            "stomp_queues": Figure("STOMP queues this node keeps (with a consumer or a waiting message)",
-                                   lambda: len(self.queues)),
-            "stomp_queued": Figure("Messages waiting in this node's STOMP queues for a consumer",
-                                   lambda: sum(len(q.waiting) for q in self.queues.values())),
+            "stomp_queues": Figure("STOMP queues this node keeps or uses (with a consumer or a "
+                                   "waiting message)", lambda: queues().queues),
+            "stomp_queued": Figure("Messages waiting in STOMP queues for a consumer (this node's view)",
+                                   lambda: queues().waiting),
             "stomp_unacked": Figure("STOMP queue messages delivered in a client ack mode, not yet acked",
                                     lambda: sum(len(c.pending) for c in connections())),
             "stomp_redeliveries": Figure("STOMP queue messages delivered again (NACK, or consumer gone)",
                                          lambda: self.redeliveries, counter=True),
             "stomp_queue_dropped": Figure("STOMP queue messages dropped, oldest first, past "
-                                          "--stomp-queue-limit", lambda: self.dropped, counter=True),
+                                          "--stomp-queue-limit or --stomp-queue-bytes",
+                                          lambda: queues().dropped, counter=True),
         }
 
-    # -- queues (queues.py) -----------------------------------------------------
+    # -- queues (the hub's, queues.py) ---------------------------------------------------
 
-    def queue(self, name: str) -> Queue[Subscription]:
-        """Queue ``name``, made if need be within ``--stomp-max-queues``."""
-        queue = self.queues.get(name)
-        if queue is None:
-            if len(self.queues) >= self.max_queues:
-                raise StompError(f"too many queues: this server keeps at most {self.max_queues}")
-            queue = self.queues[name] = Queue(name, self.queue_limit)
-        return queue
-
-    def dispatch(self, name: str, message: QueuedMessage, avoid: Subscription | None = None) -> None:
-        """Give ``message`` to the next consumer of queue ``name``, or let it wait."""
-        queue = self.queue(name)
-        consumer = queue.next_consumer(avoid)
-        if consumer is None:
-            self.dropped += queue.park(message)
-        else:
-            deliver_queued(consumer, message)
+    def dispatch(self, name: str, message: QueuedMessage, sender: Session | None = None) -> None:
+        """Give ``message`` to the next consumer of queue ``name``, or let it wait; ``sender``'s
+        next frame (its receipt) waits until the hub stored it."""
+        if not self.hub.queue_send(name, message.queue_message(), sender=sender):
+            raise self._too_many()
 
     def consume(self, subscription: Subscription) -> None:
         """A new consumer: it takes its turns, starting with the messages that waited."""
-        queue = self.queue(subscription.name)
-        queue.add_consumer(subscription)
-        while queue.waiting and queue.consumers:
-            message = queue.waiting.popleft()
-            consumer = queue.next_consumer()
-            assert consumer is not None
-            deliver_queued(consumer, message)
+        subscription.hub = self.hub
+        if not self.hub.queue_consume(subscription.name, subscription):
+            raise self._too_many()
+
+    def _too_many(self) -> StompError:
+        return StompError("too many queues: this server keeps no more")
 
     def leave(self, subscription: Subscription) -> None:
         """A consumer leaves: what it did not acknowledge goes to the others, redelivered,
-        or back to the head of the queue in its order when nobody else is there."""
-        queue = self.queues.get(subscription.name)
-        if queue is None:
-            return
-        queue.remove_consumer(subscription)
+        or back to the queue in its order when nobody else is there."""
+        self.hub.queue_cancel(subscription.name, subscription)
         pending = subscription.connection.pending
         unacked = [key for key, (owner, _) in pending.items() if owner is subscription]
         messages = [pending.pop(key)[1] for key in unacked]
-        for message in messages:
-            message.redelivered = True
-        self.redeliveries += len(messages)
-        if queue.consumers:
-            for message in messages:
-                self.dispatch(subscription.name, message)
-        else:
-            self.dropped += queue.park_first(messages)
-        if not queue:
-            del self.queues[subscription.name]
-
-    def give_back(self, message: QueuedMessage, consumer: Subscription) -> None:
-        """``message`` was NACKed: to another consumer if there is one, else to the same."""
-        message.redelivered = True
-        self.redeliveries += 1
-        self.dispatch(consumer.name, message, avoid=consumer)
+        if messages:
+            self.redeliveries += len(messages)
+            self.hub.queue_settle(subscription.name, messages, consumed=False)
 
     def acknowledge(self, connection: Connection, ack_id: str, *, consumed: bool) -> None:
         """ACK or NACK of one message (client-individual) or of it and every earlier one of
-        its subscription (client). Topic messages and unknown ids need nothing."""
+        its subscription (client). Topic messages and unknown ids need nothing. A NACKed
+        message goes to another consumer if there is one, else to the same."""
         entry = connection.pending.get(ack_id)
         if entry is None:
             return
@@ -266,10 +249,10 @@ class Broker:
                     break
         else:
             keys = [ack_id]
-        for key in keys:
-            _, message = connection.pending.pop(key)
-            if not consumed:
-                self.give_back(message, subscription)
+        messages = [connection.pending.pop(key)[1] for key in keys]
+        if not consumed:
+            self.redeliveries += len(messages)
+        self.hub.queue_settle(subscription.name, messages, consumed=consumed, avoid=subscription)
 
 
 _BROKERS: WeakKeyDictionary[Hub, Broker] = WeakKeyDictionary()
@@ -279,8 +262,7 @@ def broker_of(context: Context) -> Broker:
     """The one broker of the server whose hub is ``context.hub``."""
     broker = _BROKERS.get(context.hub)
     if broker is None:
-        settings = context.settings
-        broker = _BROKERS[context.hub] = Broker(settings.stomp_queue_limit, settings.stomp_max_queues)
+        broker = _BROKERS[context.hub] = Broker(context.hub)
         context.stats.figures.update(broker.figures())
     return broker
 
@@ -292,19 +274,32 @@ def send_frame(session: Session, data: bytes, is_text: bool) -> None:
     session.send(Outgoing(data, is_text=is_text))
 
 
-def deliver_queued(subscription: Subscription, message: QueuedMessage) -> None:
-    """One MESSAGE for one queue consumer; kept as pending in the client ack modes."""
+def deliver_queued(subscription: Subscription, message: QueueMessage) -> None:
+    """One MESSAGE for one queue consumer; kept as pending in the client ack modes, settled
+    with the hub at once in auto mode."""
     connection = subscription.connection
+    hub = subscription.hub
+    sent = queued(message)
+    if sent is None or connection.done or subscription.session.closed:
+        # Not ours to render (dropped), or the client is going: it takes no more, and
+        # this one goes to another consumer.
+        if hub is not None:
+            if sent is not None:
+                hub.queue_cancel(subscription.name, subscription)
+            hub.queue_settle(subscription.name, (message,), consumed=sent is None)
+        return
     version = connection.version or V12
     message_id = connection.new_message_id()
-    headers = _message_headers(message.destination, message_id, subscription, version)
+    headers = _message_headers(sent.destination, message_id, subscription, version)
     if message.redelivered:
         headers.append(("redelivered", "true"))
-    headers.append(("from", message.sender.seen_by(SENDER_PROTOCOL)))
-    headers.extend(message.headers)
+    headers.append(("from", sent.sender.seen_by(SENDER_PROTOCOL)))
+    headers.extend(sent.headers)
     if subscription.ack != AUTO:
         connection.pending[message_id] = (subscription, message)
-    send_frame(subscription.session, encode("MESSAGE", headers, message.body, version), message.is_text)
+    elif hub is not None:
+        hub.queue_settle(subscription.name, (message,), consumed=True)
+    send_frame(subscription.session, encode("MESSAGE", headers, sent.body, version), sent.is_text)
 
 
 def _message_headers(destination: str, message_id: str, subscription: Subscription,
@@ -588,7 +583,7 @@ class StompProtocol(Protocol):
             payload = body
         if is_queue:
             message = QueuedMessage(destination, passed_on, body, isinstance(payload, str), connection.sender)
-            self.broker.dispatch(name, message)
+            self.broker.dispatch(name, message, session if "receipt" in frame else None)
         elif not is_server_topic(name):  # $SYS/... is the server's: dropped (SPEC §10)
             native = encode_passed_on(passed_on)
             self.hub.publish(Publication(name, payload, connection.sender, native=native))

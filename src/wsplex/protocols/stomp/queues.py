@@ -1,28 +1,32 @@
-"""``/queue/Q``: each message to exactly one consumer (SPEC §12).
+"""``/queue/Q``: each message to exactly one consumer (SPEC §12), as the hub carries it.
 
-A queue is its waiting messages and its consumers (subscriptions) in the
-order they came. A message goes to the next consumer in turn (round robin);
-with nobody subscribed it waits, at most ``limit`` of them per queue (past
-that the oldest is dropped and counted). A message delivered to a
-subscription in a client ack mode is the subscription's until it is
-acknowledged; when the subscription leaves, or NACKs it, it goes to another
-consumer with ``redelivered:true``, or waits at the head of the queue.
+The queue itself is the hub's (:meth:`wsplex.app.Hub.queue_send` and the
+rest): in one process the memory hub keeps it; with ``--redis`` it is shared
+by the cluster, so a message sent on one node is consumed once by a
+subscriber on any node and outlives the node it was sent to. The round robin,
+the waiting within bounds (``--stomp-queue-limit`` messages,
+``--stomp-queue-bytes``) and the redelivery of what a consumer gave back are
+the hub's; the protocol renders MESSAGE frames and keeps, per connection,
+what a client ack mode has not acknowledged yet.
 
-Pure bookkeeping: the protocol renders and sends what :meth:`Queue.next_consumer`
-chooses. The state lives on this node (with ``--redis``, queues are not yet
-shared by the cluster).
+What a SEND puts in the queue is a :class:`QueuedMessage` encoded as bytes
+(:func:`pack`), the form that crosses nodes: a 4-byte length, the header
+lines (``destination``, the sender, whether the body is text, the sender's
+own headers, STOMP 1.2 escaping), then the body. The memory hub hands the
+object itself back (``QueueMessage.local``), so one process never decodes.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+import struct
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-from wsplex.app import Sender
+from wsplex.app import QueueMessage, Sender
+from wsplex.protocols.stomp.frames import V12, FrameError, encode_headers, unescape
 
-C = TypeVar("C")
+_LENGTH = struct.Struct("!I")
+#: The first three header lines of a packed message: the server's, not the sender's.
+_DESTINATION, _SENDER, _TEXT = "destination", "sender", "text"
 
 
 @dataclass(slots=True, eq=False)
@@ -34,67 +38,46 @@ class QueuedMessage:
     body: bytes
     is_text: bool  # the body is UTF-8: a text WebSocket message carries it
     sender: Sender
-    redelivered: bool = False
+
+    def queue_message(self) -> QueueMessage:
+        """What the hub carries: the bytes, with this object for a hub that stays in process."""
+        return QueueMessage(pack(self), local=self)
 
 
-class Queue(Generic[C]):
-    """Waiting messages and consumers of one queue (see the module doc)."""
+def pack(message: QueuedMessage) -> bytes:
+    sender = message.sender
+    head = encode_headers(((_DESTINATION, message.destination),
+                           (_SENDER, f"{sender.protocol}:{sender.name}"),
+                           (_TEXT, "1" if message.is_text else "0"), *message.headers), V12)
+    return b"".join((_LENGTH.pack(len(head)), head, message.body))
 
-    __slots__ = ("_turn", "consumers", "dropped", "limit", "name", "waiting")
 
-    def __init__(self, name: str, limit: int) -> None:
-        self.name = name
-        self.limit = limit
-        self.waiting: deque[QueuedMessage] = deque()
-        self.consumers: list[C] = []
-        self.dropped = 0
-        self._turn = 0
+def unpack(data: bytes) -> QueuedMessage:
+    """The message :func:`pack` made; ValueError (or FrameError) if ``data`` is not one."""
+    (length,) = _LENGTH.unpack_from(data)
+    lines = data[_LENGTH.size:_LENGTH.size + length].decode().split("\n")[:-1]
+    headers = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError("a packed queue message has a header line without a colon")
+        headers.append((unescape(name, V12), unescape(value, V12)))
+    if len(headers) < 3 or [h[0] for h in headers[:3]] != [_DESTINATION, _SENDER, _TEXT]:
+        raise ValueError("a packed queue message starts with destination, sender, text")
+    protocol, _, name = headers[1][1].partition(":")
+    return QueuedMessage(headers[0][1], tuple(headers[3:]), data[_LENGTH.size + length:],
+                         headers[2][1] == "1", Sender(protocol, name))
 
-    def __bool__(self) -> bool:
-        """Still worth keeping: it has consumers or waiting messages."""
-        return bool(self.consumers or self.waiting)
 
-    def add_consumer(self, consumer: C) -> None:
-        self.consumers.append(consumer)
-
-    def remove_consumer(self, consumer: C) -> None:
-        if consumer in self.consumers:
-            position = self.consumers.index(consumer)
-            del self.consumers[position]
-            if position < self._turn:
-                self._turn -= 1
-
-    def next_consumer(self, avoid: C | None = None) -> C | None:
-        """Whose turn it is, skipping ``avoid`` when someone else is there; None if nobody."""
-        consumers = self.consumers
-        if not consumers:
-            return None
-        for _ in range(len(consumers)):
-            self._turn %= len(consumers)
-            chosen = consumers[self._turn]
-            self._turn += 1
-            if chosen is not avoid or len(consumers) == 1:
-                return chosen
-        return None  # unreachable: with two or more, one of them is not ``avoid``
-
-    def park(self, message: QueuedMessage) -> int:
-        """Keep ``message`` until someone subscribes; the oldest goes past the limit.
-        How many were dropped."""
-        dropped = 0
-        if len(self.waiting) >= self.limit:
-            self.waiting.popleft()
-            dropped = 1
-        self.waiting.append(message)
-        self.dropped += dropped
-        return dropped
-
-    def park_first(self, messages: Iterable[QueuedMessage]) -> int:
-        """Put messages given back (their consumer left) at the head, in their order.
-        How many were dropped (the newest, past the limit)."""
-        for message in reversed(list(messages)):
-            self.waiting.appendleft(message)
-        dropped = max(0, len(self.waiting) - self.limit)
-        for _ in range(dropped):
-            self.waiting.pop()
-        self.dropped += dropped
-        return dropped
+def queued(message: QueueMessage) -> QueuedMessage | None:
+    """The STOMP message a hub delivered: as sent (one process), or decoded once; None when
+    ``data`` is not a STOMP queue message (another protocol's, or damaged)."""
+    local = message.local
+    if isinstance(local, QueuedMessage):
+        return local
+    try:
+        decoded = unpack(message.data)
+    except (ValueError, FrameError, struct.error, UnicodeDecodeError):
+        return None
+    message.local = decoded
+    return decoded
