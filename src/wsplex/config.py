@@ -350,12 +350,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("retained_value_size", 1 << 20, "largest payload a retained publication (a JSONsvc "
            "put, an MQTT retained message) keeps; bigger ones are delivered, not kept", LIMITS, size,
            metavar="BYTES", show=show_size),
-    Option("retained_max", 100_000, "retained topics in all (on one node; not bounded on Redis "
-           "yet)", LIMITS, positive, metavar="N"),
-    Option("retained_per_sender", 10_000, "retained topics one client holds (one node)", LIMITS,
+    Option("retained_max", 100_000, "retained topics in all (with --redis, of the cluster)", LIMITS,
            positive, metavar="N"),
-    Option("retained_bytes", 256 << 20, "payload bytes of all retained publications (one node)",
-           LIMITS, size, metavar="BYTES", show=show_size),
+    Option("retained_per_sender", 10_000, "retained topics one client holds", LIMITS,
+           positive, metavar="N"),
+    Option("retained_bytes", 256 << 20, "payload bytes of all retained publications (with --redis, "
+           "of the cluster)", LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffers_total", 1 << 30, "bytes queued for all clients of the node; past it "

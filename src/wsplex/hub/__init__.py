@@ -37,6 +37,9 @@ def create_hub(settings: Settings, node_id: str, stats: Stats | None = None) -> 
         redis = hub = RedisHub(node_id, settings.redis_url, ttl=settings.redis_ttl, pinned=pinned,
                                stats=stats)
         redis.max_retained_value_size = settings.retained_value_size
+        redis.max_retained, redis.max_retained_bytes = settings.retained_max, settings.retained_bytes
+        redis.max_retained_per_sender = settings.retained_per_sender
+        redis.max_history_topics, redis.max_history_bytes = settings.history_topics, settings.history_bytes
         redis.ping_timeout = settings.redis_ping_timeout
     hub.local.max_subscriptions = settings.max_subscriptions
     queues = memory.queues if not settings.redis_url else redis.queues

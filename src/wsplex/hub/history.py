@@ -11,6 +11,9 @@ three bounds hold, each counted in ``/metrics``:
   nobody is subscribed to here, else the oldest of all;
 * text is kept compactly, as its UTF-8 bytes (a ``str`` with one emoji costs
   four bytes a character), decoded again only when read.
+
+The Redis hub holds the same bounds for the cluster in
+``hub.redis.schema.HISTORY_SCRIPT``; a change of rule here is one there.
 """
 
 from __future__ import annotations

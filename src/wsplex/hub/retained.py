@@ -14,6 +14,9 @@ delivered, not kept; counted in ``/metrics``) past them:
 Replacing a topic's value counts only the difference. An empty payload
 clears the topic, whoever holds it (MQTT 3.1.1 §3.3.1.3). Text is kept as
 UTF-8 bytes (:meth:`Publication.compact`).
+
+The Redis hub holds the same bounds for the cluster in
+``hub.redis.schema.RETAIN_SCRIPT``; a change of rule here is one there.
 """
 
 from __future__ import annotations

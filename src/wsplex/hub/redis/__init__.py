@@ -36,10 +36,15 @@ Fan-out
 
 Retained publications and history
     One hash, topic -> envelope (an empty retained payload deletes the
-    field); a list per topic with a history rule, appended and trimmed by the
-    publishing node. Both are written before the PUBLISH, so whoever received
-    a publication finds it there. ``retained_count`` (``/metrics``) is the
-    hash's HLEN, read at connect and at each heartbeat.
+    field); a list per topic with a history rule. Each is written by one
+    script (``RETAIN_SCRIPT``, ``HISTORY_SCRIPT``) that holds the memory
+    hub's bounds for the whole cluster: ``--retained-max``,
+    ``--retained-per-sender`` and ``--retained-bytes`` (a refused one is
+    delivered, not kept, and counted when Redis says so: ``publish`` cannot
+    wait for that and returns True), ``--history-bytes`` and
+    ``--history-topics``. Both are written before the PUBLISH, so whoever
+    received a publication finds it there. ``retained_count`` (``/metrics``)
+    is the hash's HLEN, read at connect and at each heartbeat.
 
 Barriers
     After a subscribe (to a filter that is not pinned) or a join, the session's next event waits
@@ -71,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -80,6 +86,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
 from wsplex.app.hub import ClientInfo, QueueConsumer, QueueFigures, QueueMessage, protocol_channel
 from wsplex.app.outgoing import Outgoing
@@ -87,7 +94,9 @@ from wsplex.app.publication import Publication
 from wsplex.app.session import Session
 from wsplex.app.topics import is_wildcard, matches
 from wsplex.hub.base import NodeHub
-from wsplex.hub.history import HistoryRules
+from wsplex.hub.history import DEFAULT_BYTES as HISTORY_BYTES
+from wsplex.hub.history import DEFAULT_TOPICS as HISTORY_TOPICS
+from wsplex.hub.history import EVICTION_SCAN, HistoryRules
 from wsplex.hub.redis.commands import UNREACHABLE, CommandQueue, RedisUnavailable
 from wsplex.hub.redis.directory import Directory
 from wsplex.hub.redis.link import PubSubLink
@@ -96,8 +105,10 @@ from wsplex.hub.redis.schema import (
     BROADCAST,
     CODE,
     DIRECT,
+    HISTORY_SCRIPT,
     KICK,
     PUBLICATION,
+    RETAIN_SCRIPT,
     TEXT,
     Keys,
     decode_publication,
@@ -109,6 +120,9 @@ from wsplex.hub.redis.schema import (
     publication_of,
     unpack,
 )
+from wsplex.hub.retained import DEFAULT_BYTES as RETAINED_BYTES
+from wsplex.hub.retained import DEFAULT_MAX as RETAINED_MAX
+from wsplex.hub.retained import DEFAULT_PER_SENDER as RETAINED_PER_SENDER
 from wsplex.hub.retained import DEFAULT_VALUE_SIZE
 from wsplex.stats import Figure, Stats
 
@@ -122,6 +136,10 @@ COMMAND_TIMEOUT = 5.0
 DEFAULT_PING_TIMEOUT = 2.0
 #: The most seconds between two health PINGs.
 PING_INTERVAL = 1.0
+#: The scripts run on every publication they concern: loaded once per connection
+#: (``_up``) and called by their SHA1, not sent each time.
+_HOT_SCRIPTS = {script: hashlib.sha1(script.encode()).hexdigest()
+                for script in (RETAIN_SCRIPT, HISTORY_SCRIPT)}
 #: Retained publications read per HSCAN round for a wildcard filter.
 SCAN_COUNT = 500
 
@@ -160,7 +178,12 @@ class RedisHub(NodeHub):
         self.link = PubSubLink(self._redis, self._on_message)
         self.directory = Directory(self.keys, self.local, self.queue, max(1000, int(ttl * 1000)))
         self.history_rules = HistoryRules()
+        self.max_history_topics = HISTORY_TOPICS  # --history-topics
+        self.max_history_bytes = HISTORY_BYTES  # --history-bytes
         self.max_retained_value_size = DEFAULT_VALUE_SIZE  # --retained-value-size
+        self.max_retained = RETAINED_MAX  # --retained-max
+        self.max_retained_per_sender = RETAINED_PER_SENDER  # --retained-per-sender
+        self.max_retained_bytes = RETAINED_BYTES  # --retained-bytes
         self._pinned = frozenset(pinned)
         self._pinned_filters: set[str] = set()  # Hub.pin
         self._sequence = 0
@@ -270,7 +293,9 @@ class RedisHub(NodeHub):
         """Subscribe first, then write the directory again, then open for business."""
         self._dirty = False
         await self.link.sync(self._wanted_channels(), self._wanted_patterns())
-        self.queue.replace(self.directory.rewrite())  # first in the queue: all else comes after
+        # First in the queue, all else comes after: the scripts, then the directory.
+        self.queue.replace([("SCRIPT", "LOAD", script) for script in _HOT_SCRIPTS]
+                           + self.directory.rewrite())
         claims = self.directory.reclaim()
         self._count_retained()
         async with asyncio.timeout(COMMAND_TIMEOUT):
@@ -391,9 +416,8 @@ class RedisHub(NodeHub):
             self._changed()
 
     def publish(self, publication: Publication, *, exclude: str | None = None) -> bool:
-        """Deliver here, then through Redis. Of the retained bounds only the value
-        size is checked here (it is known without a round trip); counts and total
-        bytes across the cluster are not bounded on Redis yet."""
+        """Deliver here, then through Redis. The retained value's size is checked
+        here (False past it); the other bounds in Redis (module docstring)."""
         self.local.deliver(publication, exclude)
         kept = not (publication.retain and len(publication.data) > self.max_retained_value_size)
         if not kept:
@@ -405,17 +429,53 @@ class RedisHub(NodeHub):
         envelope = pack_publication(self.node_id, self._next(), publication, exclude)
         topic = publication.topic
         if publication.retain and kept:
-            if publication.empty:
-                queue.send(("HDEL", self.keys.retained, topic))
-            else:
-                queue.send(("HSET", self.keys.retained, topic, envelope))
+            self._retain(publication, envelope)
         limit = self.history_rules.limit(topic)
         if limit:
-            key = self.keys.history(topic)
-            queue.send(("RPUSH", key, envelope))
-            queue.send(("LTRIM", key, -limit, -1))
+            self._keep(publication, envelope, limit)
         queue.send(("PUBLISH", self.keys.topic_channel(topic), envelope), fanout=True)
         return kept
+
+    def _retain(self, publication: Publication, envelope: bytes) -> None:
+        command = ("EVALSHA", _HOT_SCRIPTS[RETAIN_SCRIPT], 5, *self.keys.retained_books, publication.topic,
+                   b"" if publication.empty else envelope, len(publication.data), str(publication.sender),
+                   self.max_retained, self.max_retained_per_sender, self.max_retained_bytes)
+        self.queue.call(command).add_done_callback(self._retained)
+
+    def _script_failed(self, reply: asyncio.Future[Any], script: str) -> bool:
+        """True when the script did not run. Redis away is counted elsewhere; a script
+        Redis forgot (SCRIPT FLUSH) is logged and loaded again for the next call."""
+        if reply.cancelled():
+            return True
+        error = reply.exception()
+        if error is None:
+            return False
+        if isinstance(error, NoScriptError):
+            log.error("redis had forgotten a script (SCRIPT FLUSH?): loading it again")
+            self.queue.send(("SCRIPT", "LOAD", script))
+        elif not isinstance(error, RedisUnavailable):
+            log.error("redis script failed: %s", error)
+        return True
+
+    def _retained(self, reply: asyncio.Future[Any]) -> None:
+        if self._script_failed(reply, RETAIN_SCRIPT):
+            return
+        if not reply.result():
+            self.stats.retained_refused += 1
+
+    def _keep(self, publication: Publication, envelope: bytes, limit: int) -> None:
+        topic, keys = publication.topic, self.keys
+        command = ("EVALSHA", _HOT_SCRIPTS[HISTORY_SCRIPT], 5, keys.history(topic), keys.history_sizes(topic),
+                   *keys.history_books, topic, envelope, len(publication.data), limit,
+                   self.max_history_bytes, self.max_history_topics, keys.prefix, EVICTION_SCAN)
+        self.queue.call(command).add_done_callback(self._kept)
+
+    def _kept(self, reply: asyncio.Future[Any]) -> None:
+        if self._script_failed(reply, HISTORY_SCRIPT):
+            return
+        trimmed, evicted = reply.result()
+        self.stats.history_trimmed += trimmed
+        self.stats.history_topics_evicted += evicted
 
     def _next(self) -> int:
         self._sequence += 1

@@ -12,9 +12,15 @@ channels are shared by every database of a server):
   ``P:cmembers:NODE:CHANNEL`` (set, TTL) their session ids;
 * ``P:name:SCOPE:NAME`` (string, TTL) the session id holding a name, and
   ``P:names:SCOPE`` (hash) the same, to list a scope;
-* ``P:retained`` (hash) topic -> envelope of its retained publication,
-  ``P:history:TOPIC`` (list) envelopes of its last publications, ``P:values``
-  (hash): shared state, no TTL.
+* ``P:retained`` (hash) topic -> envelope of its retained publication, with
+  its bookkeeping for the bounds (:data:`RETAIN_SCRIPT`): ``P:rsize`` and
+  ``P:rowner`` (hashes) topic -> payload bytes and sender, ``P:rsenders``
+  (hash) sender -> topics held, ``P:rbytes`` (string) payload bytes in all;
+* ``P:history:TOPIC`` (list) envelopes of its last publications,
+  ``P:hsizes:TOPIC`` (list) their payload sizes, ``P:hbytes`` (hash) topic ->
+  payload bytes kept, ``P:htopics`` (sorted set) the topics with a history,
+  oldest first (scores from ``P:hseq``) (:data:`HISTORY_SCRIPT`);
+* ``P:values`` (hash): shared state. None of these has a TTL.
 
 Pub/sub channels, one namespace each so a pattern over topics never catches
 anything else: ``P:t:TOPIC`` for publications, ``P:c:CHANNEL`` for a hub
@@ -149,6 +155,99 @@ return out
 """
 
 
+#: Retain a publication within the bounds of ``wsplex.hub.retained`` (the memory hub's
+#: rules, kept here for the whole cluster), or clear the topic (an empty ARGV[2]).
+#: KEYS: retained, rsize, rowner, rsenders, rbytes. ARGV: topic, envelope, payload bytes,
+#: sender, most topics, most per sender, most bytes. 1 kept (or cleared), 0 refused.
+RETAIN_SCRIPT: Final = """
+local topic, owner, size = ARGV[1], ARGV[4], tonumber(ARGV[3])
+local exists = redis.call('HEXISTS', KEYS[1], topic) == 1
+local old_size = tonumber(redis.call('HGET', KEYS[2], topic) or '0')
+local old_owner = redis.call('HGET', KEYS[3], topic)
+local function forget()
+  redis.call('HDEL', KEYS[1], topic)
+  redis.call('HDEL', KEYS[2], topic)
+  redis.call('HDEL', KEYS[3], topic)
+  redis.call('DECRBY', KEYS[5], old_size)
+  if old_owner and redis.call('HINCRBY', KEYS[4], old_owner, -1) <= 0 then
+    redis.call('HDEL', KEYS[4], old_owner)
+  end
+end
+if ARGV[2] == '' then
+  if exists then forget() end
+  return 1
+end
+local claims = (not exists) or old_owner ~= owner
+local total = tonumber(redis.call('GET', KEYS[5]) or '0')
+if (not exists and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]))
+    or (claims and tonumber(redis.call('HGET', KEYS[4], owner) or '0') >= tonumber(ARGV[6]))
+    or total + size - old_size > tonumber(ARGV[7]) then
+  return 0
+end
+if exists then forget() end
+redis.call('HSET', KEYS[1], topic, ARGV[2])
+redis.call('HSET', KEYS[2], topic, size)
+redis.call('HSET', KEYS[3], topic, owner)
+redis.call('HINCRBY', KEYS[4], owner, 1)
+redis.call('INCRBY', KEYS[5], size)
+return 1
+"""
+
+#: Append to a topic's history within the bounds of ``wsplex.hub.history``: the rule's
+#: count, the bytes per topic (oldest out first, counted), the topics in all (a new one
+#: pushes out the oldest of the first ARGV[8] no live node subscribes to, else the oldest).
+#: KEYS: history, hsizes, hbytes, htopics, hseq. ARGV: topic, envelope, payload bytes,
+#: count, most bytes, most topics, key prefix, topics looked at. {trimmed, evicted}.
+HISTORY_SCRIPT: Final = """
+local topic, prefix = ARGV[1], ARGV[7]
+local evicted = 0
+if not redis.call('ZSCORE', KEYS[4], topic) then
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then
+    local live = {}
+    for _, node in ipairs(redis.call('SMEMBERS', prefix .. 'nodes')) do
+      if redis.call('EXISTS', prefix .. 'alive:' .. node) == 1 then live[#live + 1] = node end
+    end
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, tonumber(ARGV[8]) - 1)
+    local victim = oldest[1]
+    for _, candidate in ipairs(oldest) do
+      local listened = false
+      for _, node in ipairs(live) do
+        if redis.call('EXISTS', prefix .. 'fmembers:' .. node .. ':' .. candidate) == 1 then
+          listened = true
+          break
+        end
+      end
+      if not listened then
+        victim = candidate
+        break
+      end
+    end
+    if victim then
+      redis.call('DEL', prefix .. 'history:' .. victim, prefix .. 'hsizes:' .. victim)
+      redis.call('HDEL', KEYS[3], victim)
+      redis.call('ZREM', KEYS[4], victim)
+      evicted = 1
+    end
+  end
+  redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), topic)
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+local total = redis.call('HINCRBY', KEYS[3], topic, ARGV[3])
+local function drop()
+  redis.call('LPOP', KEYS[1])
+  total = redis.call('HINCRBY', KEYS[3], topic, -tonumber(redis.call('LPOP', KEYS[2]) or '0'))
+end
+while redis.call('LLEN', KEYS[1]) > tonumber(ARGV[4]) do drop() end
+local trimmed = 0
+while total > tonumber(ARGV[5]) and redis.call('LLEN', KEYS[1]) > 0 do
+  drop()
+  trimmed = trimmed + 1
+end
+return {trimmed, evicted}
+"""
+
+
 class Keys:
     """Every key and channel name (module docstring) for one node."""
 
@@ -162,6 +261,11 @@ class Keys:
         self.channels = f"{prefix}channels:{node}"
         self.node_channel = self.node_channel_of(node).encode()
         self.retained = f"{prefix}retained"
+        #: What RETAIN_SCRIPT keeps beside the retained hash, in its KEYS order.
+        self.retained_books = (self.retained, f"{prefix}rsize", f"{prefix}rowner", f"{prefix}rsenders",
+                               f"{prefix}rbytes")
+        #: HISTORY_SCRIPT's keys shared by every topic: hbytes, htopics, hseq.
+        self.history_books = (f"{prefix}hbytes", f"{prefix}htopics", f"{prefix}hseq")
         self.values = f"{prefix}values"
         self._topic_prefix = f"{prefix}t:"
         self._topics: dict[str, bytes] = {}  # publish is the hot path
@@ -206,6 +310,9 @@ class Keys:
 
     def history(self, topic: str) -> str:
         return f"{self.prefix}history:{topic}"
+
+    def history_sizes(self, topic: str) -> str:
+        return f"{self.prefix}hsizes:{topic}"
 
 
 def escape_glob(text: str) -> str:
