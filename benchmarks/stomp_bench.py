@@ -126,6 +126,14 @@ async def subscribe(clients: list[Client], destination: bytes, ack: str = "auto"
     await asyncio.gather(*(one(c) for c in clients))
 
 
+def still_open(clients: list[Client], work: str) -> None:
+    """A connection the server closed during the run (an ERROR frame: a refused ACK, say)
+    would make its figures wrong: stop the run."""
+    lost = sum(c.closed.done() for c in clients)
+    if lost:
+        raise SystemExit(f"stomp_bench: the server closed {lost} of {len(clients)} connections during {work}")
+
+
 async def close_all(clients: list[Client]) -> None:
     """DISCONNECT and close every client, and wait until the server has let go of them
     (a server stopped with connections open would wait for their close handshakes)."""
@@ -213,6 +221,7 @@ async def fanout(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     await until(warmup + args.messages)
     result = meter.stop(args.messages * total)
     result["wire_bytes_per_msg"] = wire[0] / (args.messages * total)
+    still_open([*receivers, publisher], "fanout")
     await close_all([*receivers, publisher])
     return result
 
@@ -293,7 +302,8 @@ async def queue(target: Target, args: argparse.Namespace, ack: str) -> dict[str,
     await until(warmup + args.queue_messages)
     result = meter.stop(args.queue_messages)
     result["wire_bytes_per_msg"] = wire[0] / args.queue_messages
-    await asyncio.sleep(0.1)  # the last ACKs out before the close
+    await asyncio.sleep(0.1)  # the last ACKs out (and any ERROR for them in) before the close
+    still_open([*consumers, *producers], f"queue ({ack})")
     await close_all([*consumers, *producers])
     return result
 
