@@ -343,6 +343,8 @@ class Connection(WSListener):
         ``--max-send-buffer`` (:meth:`flush`).
         """
         self.stats.send_pauses += 1
+        log.debug("not reading %s: %d bytes sent to it wait unread", self.session,
+                  self.out.get_write_buffer_size() if self.out is not None else 0)
         self._pause(Pause.SEND)
 
     def resume_writing(self) -> None:
