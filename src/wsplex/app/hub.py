@@ -263,9 +263,11 @@ class Hub(ABC):
         was sent."""
 
     @abstractmethod
-    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
+    def queue_consume(self, queue: str, consumer: QueueConsumer, *, session: Session | None = None) -> bool:
         """``consumer`` takes its turns of ``queue`` from now on (round robin), starting with
-        the messages that waited; False when refused, as :meth:`queue_send`."""
+        the messages that waited; False when refused, as :meth:`queue_send`. With
+        ``session``, its next event waits until the consumer is in place (on Redis: this
+        node reads the queue), so a receipt means it takes its turns from then on."""
 
     @abstractmethod
     def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:

@@ -143,7 +143,7 @@ class MemoryHub(NodeHub):
     def queue_send(self, queue: str, message: QueueMessage, *, sender: Session | None = None) -> bool:
         return self.queues.send(queue, message)
 
-    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
+    def queue_consume(self, queue: str, consumer: QueueConsumer, *, session: Session | None = None) -> bool:
         return self.queues.consume(queue, consumer)
 
     def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:

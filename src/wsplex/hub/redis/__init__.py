@@ -649,8 +649,20 @@ class RedisHub(NodeHub):
             self._hold(sender)  # its receipt comes once the message is in Redis
         return True
 
-    def queue_consume(self, queue: str, consumer: QueueConsumer) -> bool:
-        return self.queues.consume(queue, consumer)
+    def queue_consume(self, queue: str, consumer: QueueConsumer, *, session: Session | None = None) -> bool:
+        if not self.queues.consume(queue, consumer):
+            return False
+        in_place = self.queues.in_place() if session is not None else None
+        if session is not None and in_place is not None and session.id in self.local.sessions:
+            session.run(_wait, asyncio.ensure_future(self._consuming(in_place)))
+        return True
+
+    async def _consuming(self, in_place: asyncio.Future[None]) -> None:
+        """The reader waits on the queue's stream (then a round trip, so Redis has its read)."""
+        with contextlib.suppress(TimeoutError, *UNREACHABLE):
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await asyncio.shield(in_place)
+                await self.queue.call(("PING",))
 
     def queue_cancel(self, queue: str, consumer: QueueConsumer) -> None:
         self.queues.cancel(queue, consumer)

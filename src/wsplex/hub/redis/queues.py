@@ -15,9 +15,9 @@ Sending
 
 Reading
     One reader task per node, on a connection of its own, runs a blocking
-    XREADGROUP over the streams of the queues that have consumers on this
-    node, plus its wake stream: a consumer that comes or goes XADDs to the
-    wake stream, so the reader starts over with the new set. Redis serves
+    XREADGROUP (no timeout) over the streams of the queues that have consumers
+    on this node, plus its wake stream: a consumer that comes or goes XADDs to
+    the wake stream, so the reader starts over with the new set. Redis serves
     blocked readers of a stream first come first served, so consecutive
     messages alternate between the nodes waiting on a queue; within a node
     the consumers take turns (:class:`~wsplex.hub.queues.Consumers`). An
@@ -53,7 +53,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from wsplex.app.hub import QueueConsumer, QueueFigures, QueueMessage
@@ -64,8 +64,6 @@ from wsplex.stats import Stats
 log = logging.getLogger("wsplex.hub.redis")
 
 GROUP = "wsplex"
-#: Milliseconds one XREADGROUP waits; below the connection's socket timeout.
-BLOCK_MS = 2000
 #: Entries one read takes at most.
 READ_COUNT = 100
 #: Seconds the reader waits before starting over after Redis went away.
@@ -161,6 +159,9 @@ class StreamQueues:
         self.dropped = 0
         self._waiting: dict[str, int] = {}  # per queue: at the last send or look, less what was read
         self.stopping = False
+        #: Resolved once the reader waits on the streams of every local queue so far.
+        self._in_place: asyncio.Future[None] | None = None
+        self._stale = False  # the local queues changed since the reader last looked
 
     def _stream(self, name: str) -> str:
         return self._prefix + name
@@ -213,6 +214,16 @@ class StreamQueues:
         consumers.add(consumer)
         return True
 
+    def in_place(self) -> asyncio.Future[None] | None:
+        """Resolved once the reader's next XREADGROUP covers every queue consumed here so far
+        (a new consumer's SUBSCRIBE receipt waits for it, then a round trip); None when the
+        current one does."""
+        if not self._stale:
+            return None
+        if self._in_place is None:
+            self._in_place = asyncio.get_running_loop().create_future()
+        return self._in_place
+
     def cancel(self, name: str, consumer: QueueConsumer) -> None:
         consumers = self.local.get(name)
         if consumers is None:
@@ -244,44 +255,51 @@ class StreamQueues:
         return QueueFigures(len(self.known), sum(self._waiting.values()), self.dropped)
 
     def _wake(self) -> None:
+        self._stale = True
         self._queue.send(("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1"))
 
     # -- the reader ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Read for as long as the node runs; start over whenever Redis went away."""
-        while not self.stopping:
-            try:
-                await self._read()
-            except UNREACHABLE:
-                await asyncio.sleep(RETRY)  # the link reconnects meanwhile
-            except ResponseError as exc:  # e.g. NOGROUP after a FLUSHALL: start over
-                log.warning("redis queue reader: %s", exc)
-                await asyncio.sleep(RETRY)
-            except Exception:
-                log.exception("redis queue reader failed")
-                await asyncio.sleep(RETRY)
-
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with self._redis.client() as connection:  # one connection of its own: it blocks
-            await _create_group(connection, self.wake_key, "$")
-            ready: set[str] = set()
-            next_check = 0.0
+        looking = asyncio.create_task(self._look_now_and_then(), name="redis-queues-look")
+        reader = _reader_of(self._redis)
+        try:
             while not self.stopping:
-                names = list(self.local)
-                for name in names:
-                    if name not in ready:
-                        await _create_group(connection, self._stream(name), "0")
-                        ready.add(name)
-                if loop.time() >= next_check:
-                    next_check = loop.time() + self._check_every
-                    await self._look(connection, names)
-                streams = {self.wake_key: ">", **{self._stream(name): ">" for name in names}}
-                reply: Any = await connection.xreadgroup(
-                    GROUP, self._node, streams, count=READ_COUNT, block=BLOCK_MS)  # type: ignore[arg-type]
-                for stream, entries in reply or ():
-                    self._arrived(stream.decode(), entries)
+                try:
+                    await self._read(reader)
+                except UNREACHABLE:
+                    await asyncio.sleep(RETRY)  # the link reconnects meanwhile
+                except ResponseError as exc:  # e.g. NOGROUP after a FLUSHALL: start over
+                    log.warning("redis queue reader: %s", exc)
+                    await asyncio.sleep(RETRY)
+                except Exception:
+                    log.exception("redis queue reader failed")
+                    await asyncio.sleep(RETRY)
+        finally:
+            looking.cancel()
+            await reader.aclose()
+
+    async def _read(self, reader: Redis) -> None:
+        """XREADGROUP without a timeout (``BLOCK 0``): a reader waits in Redis's line for its
+        streams until a message or its wake stream ends the wait, so the readers of a
+        queue's nodes keep their order, and consecutive messages alternate between them."""
+        await _create_group(reader, self.wake_key, "$")
+        ready: set[str] = set()
+        while not self.stopping:
+            names, in_place, self._in_place = list(self.local), self._in_place, None
+            self._stale = False
+            for name in names:
+                if name not in ready:
+                    await _create_group(reader, self._stream(name), "0")
+                    ready.add(name)
+            streams = {self.wake_key: ">", **{self._stream(name): ">" for name in names}}
+            if in_place is not None and not in_place.done():
+                in_place.set_result(None)  # its callbacks run once the read below is on its way
+            reply: Any = await reader.xreadgroup(
+                GROUP, self._node, streams, count=READ_COUNT, block=0)  # type: ignore[arg-type]
+            for stream, entries in reply or ():
+                self._arrived(stream.decode(), entries)
 
     def _arrived(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
         if stream == self.wake_key:
@@ -308,22 +326,41 @@ class StreamQueues:
         else:  # its consumers left while it was on its way: to the cluster again
             self.send(name, message, given_back=str(message.ref))
 
-    async def _look(self, connection: Redis, names: list[str]) -> None:
+    async def _look_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_every)
+            try:
+                await self._look()
+            except UNREACHABLE:
+                pass  # Redis away: the next look
+            except Exception:
+                log.exception("redis queue look failed")
+
+    async def _look(self) -> None:
         """Take over what dead nodes held; count the waiting messages; forget idle queues."""
-        for name in names:
-            claimed = await connection.eval(TAKEOVER_SCRIPT, 1, self._stream(name),
-                                            GROUP, self._node, self._alive_prefix)
+        for name in list(self.local):
+            claimed = await self._queue.call(("EVAL", TAKEOVER_SCRIPT, 1, self._stream(name), GROUP,
+                                              self._node, self._alive_prefix))
             it = iter(claimed)
             for entry_id, flat in zip(it, it, strict=True):
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 self._deliver(name, QueueMessage(fields.get(b"d", b""), True, ref=entry_id.decode()))
         known = sorted(self.known)
-        counts = await connection.eval(WAITING_SCRIPT, len(known),
-                                       *[self._stream(name) for name in known], GROUP) if known else []
+        counts = await self._queue.call(("EVAL", WAITING_SCRIPT, len(known),
+                                         *[self._stream(name) for name in known], GROUP)) if known else []
         self._waiting = {name: int(count) for name, count in zip(known, counts, strict=True)}
         for name, count in self._waiting.items():
             if not count and name not in self.local:
                 self.known.discard(name)
+
+
+def _reader_of(redis: Redis) -> Redis:
+    """A client of one connection for the blocking reads: no socket timeout (a read waits as
+    long as no message comes), TCP keepalive to notice a peer that vanished."""
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None, "socket_keepalive": True}
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class,
+                                                max_connections=1, **kwargs))
 
 
 async def _create_group(connection: Redis, stream: str, start: str) -> None:

@@ -215,7 +215,7 @@ class Broker:
     def consume(self, subscription: Subscription) -> None:
         """A new consumer: it takes its turns, starting with the messages that waited."""
         subscription.hub = self.hub
-        if not self.hub.queue_consume(subscription.name, subscription):
+        if not self.hub.queue_consume(subscription.name, subscription, session=subscription.session):
             raise self._too_many()
 
     def _too_many(self) -> StompError:

@@ -1,0 +1,149 @@
+"""STOMP ``/queue/Q`` shared by two nodes on Redis (SPEC §12, issue 14), with stomp.py.
+
+A message is consumed once by a consumer on any node, in turn across the
+nodes; it waits in Redis, so it outlives the node it was sent to; what a
+consumer gave back (NACK, or it left) reaches a consumer of the other node
+marked ``redelivered:true``. Where a message may land on either node, the
+consumers share one event queue and are told apart by their subscription id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from support import ServerFactory
+from support.stomp import TIMEOUT, ClientFrame, StompPy
+from test_stomp_queues import messages_and_receipt, nothing_else
+from wsplex.server import Server
+
+STOMP = ("v12.stomp", "v11.stomp", "v10.stomp")
+Connect = Callable[[Server], Awaitable[StompPy]]
+
+pytestmark = pytest.mark.parametrize("hub", ["redis"], indirect=True)
+
+
+@pytest.fixture
+async def nodes(start_server: ServerFactory) -> tuple[Server, Server]:
+    return await start_server(protocols=STOMP), await start_server(protocols=STOMP)
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """``await connect(node)``: a stomp.py client of that node, disconnected at the end."""
+    clients: list[StompPy] = []
+
+    async def open_one(server: Server) -> StompPy:
+        client = StompPy(server)
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield open_one
+    for client in clients:
+        await client.disconnect()
+
+
+def share_events(*clients: StompPy) -> queue.Queue[tuple[str, ClientFrame | None]]:
+    """One event queue for several clients: a MESSAGE says which by its ``subscription``."""
+    events = clients[0].events
+    for client in clients[1:]:
+        client.events = client.listener.events = events
+    return events
+
+
+async def next_message(events: queue.Queue[tuple[str, ClientFrame | None]]) -> ClientFrame:
+    kind, frame = await asyncio.to_thread(events.get, timeout=TIMEOUT)
+    assert kind == "MESSAGE" and frame is not None, (kind, frame)
+    return frame
+
+
+async def test_each_message_is_consumed_once_in_turn_across_nodes(
+        nodes: tuple[Server, Server], connect: Connect) -> None:
+    a, b = nodes
+    on_a, on_b, producer = await connect(a), await connect(b), await connect(a)
+    await on_a.subscribe("/queue/work", id="on-a")
+    await on_b.subscribe("/queue/work", id="on-b")
+    events = share_events(on_a, on_b)
+    consumed = []
+    for number in range(6):
+        await producer.send("/queue/work", f"job {number}")
+        message = await next_message(events)  # taken before the next is sent
+        consumed.append((message.body, message.headers["subscription"]))
+    assert [body for body, _ in consumed] == [f"job {n}".encode() for n in range(6)]
+    takers = [taker for _, taker in consumed]
+    assert set(takers) == {"on-a", "on-b"}
+    assert all(first != second for first, second in itertools.pairwise(takers)), takers
+    await nothing_else(on_a)  # no message twice
+    await nothing_else(on_b)
+
+
+async def test_a_message_waits_and_outlives_the_node_it_was_sent_to(
+        nodes: tuple[Server, Server], connect: Connect) -> None:
+    a, b = nodes
+    producer = await connect(a)
+    await producer.send("/queue/later", "first", **{"x-kind": "early"})  # its receipt: in Redis
+    await producer.send("/queue/later", "second")
+    await producer.disconnect()
+    await a.stop()
+    consumer = await connect(b)
+    consumer.conn.subscribe("/queue/later", id="1", headers={"receipt": "s"})
+    messages = await messages_and_receipt(consumer, 2, "s")
+    assert [m.body for m in messages] == [b"first", b"second"]
+    assert messages[0].headers["x-kind"] == "early" and "redelivered" not in messages[0].headers
+    assert messages[0].headers["from"] == producer.session
+    await nothing_else(consumer)
+
+
+async def test_unacked_messages_of_a_consumer_gone_go_to_the_other_node(
+        nodes: tuple[Server, Server], connect: Connect) -> None:
+    a, b = nodes
+    producer, leaver = await connect(a), await connect(b)
+    await leaver.subscribe("/queue/q", id="1", ack="client-individual")
+    await producer.send("/queue/q", "held")
+    assert (await leaver.message()).body == b"held"
+    stayer = await connect(a)
+    await stayer.subscribe("/queue/q", id="2", ack="client-individual")
+    await leaver.drop()  # gone without ACK
+    again = await stayer.message()
+    assert (again.body, again.headers.get("redelivered")) == (b"held", "true")
+    stayer.conn.ack(again.headers["ack"])
+    await nothing_else(stayer)
+
+
+async def test_nack_goes_to_a_consumer_of_the_other_node(
+        nodes: tuple[Server, Server], connect: Connect) -> None:
+    a, b = nodes
+    on_a, on_b, producer = await connect(a), await connect(b), await connect(a)
+    await on_a.subscribe("/queue/n", id="on-a", ack="client-individual")
+    await on_b.subscribe("/queue/n", id="on-b", ack="client-individual")
+    events = share_events(on_a, on_b)
+    await producer.send("/queue/n", "x")
+    first = await next_message(events)
+    picky = on_a if first.headers["subscription"] == "on-a" else on_b
+    picky.conn.nack(first.headers["ack"])
+    again = await next_message(events)
+    assert again.headers["subscription"] != first.headers["subscription"]
+    assert (again.body, again.headers["redelivered"]) == (b"x", "true")
+    (on_b if picky is on_a else on_a).conn.ack(again.headers["ack"])
+    await nothing_else(on_a)
+    await nothing_else(on_b)
+
+
+async def test_the_byte_bound_drops_the_oldest_across_nodes(start_server: ServerFactory,
+                                                              connect: Connect) -> None:
+    a = await start_server(protocols=STOMP, stomp_queue_bytes=2500)
+    b = await start_server(protocols=STOMP, stomp_queue_bytes=2500)
+    producer = await connect(a)
+    for number in range(5):
+        await producer.send("/queue/heavy", f"{number}" * 1000)  # a bit over 1,000 bytes each
+    consumer = await connect(b)
+    consumer.conn.subscribe("/queue/heavy", id="1", headers={"receipt": "s"})
+    messages = await messages_and_receipt(consumer, 2, "s")
+    assert [m.body[:1] for m in messages] == [b"3", b"4"]
+    await nothing_else(consumer)
+    assert a.hub.queue_figures().dropped == 3  # counted by the node whose sends pushed them out
