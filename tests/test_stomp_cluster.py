@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import queue
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import pytest
 
-from support import ServerFactory
+from support import ServerFactory, Spawn
 from support.stomp import TIMEOUT, ClientFrame, StompPy
 from test_stomp_queues import messages_and_receipt, nothing_else
 from wsplex.server import Server
@@ -132,6 +134,26 @@ async def test_nack_goes_to_a_consumer_of_the_other_node(
     (on_b if picky is on_a else on_a).conn.ack(again.headers["ack"])
     await nothing_else(on_a)
     await nothing_else(on_b)
+
+
+async def test_what_a_dead_node_delivered_unacked_goes_to_a_live_one(
+        start_server: ServerFactory, clean_redis: str, spawn: Spawn, connect: Connect) -> None:
+    """A node killed (no goodbye) held a delivered, unacknowledged message: once its presence
+    expired (--redis-ttl 1) a node with a consumer of the queue takes it over."""
+    live = await start_server(protocols=STOMP, redis_ttl=1.0)
+    doomed = spawn("--redis", clean_redis, "--redis-ttl", "1")
+    holder = await connect(cast(Server, doomed))  # a client needs only the port
+    await holder.subscribe("/queue/dead", id="1", ack="client-individual")
+    producer = await connect(live)
+    await producer.send("/queue/dead", "in flight")
+    assert (await holder.message()).body == b"in flight"
+    stayer = await connect(live)
+    await stayer.subscribe("/queue/dead", id="2", ack="client-individual")
+    doomed.stop(signal.SIGKILL)
+    again = await stayer.message()
+    assert (again.body, again.headers["redelivered"]) == (b"in flight", "true")
+    stayer.conn.ack(again.headers["ack"])
+    await nothing_else(stayer)
 
 
 async def test_the_byte_bound_drops_the_oldest_across_nodes(start_server: ServerFactory,
