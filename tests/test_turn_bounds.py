@@ -31,6 +31,8 @@ from test_bad_input import upgraded
 from test_limits import echo_round_trip
 from wsplex.config import Settings
 from wsplex.server import Server
+from wsplex.transport.connection import Connection
+from wsplex.transport.listener import MAX_READ
 from wsplex.transport.pacing import TICK, FrameRate, LoopLag, Pause
 from wsplex.ws.close import CloseCode
 from wsplex.ws.frames import Opcode
@@ -137,6 +139,45 @@ async def test_a_pong_flood_does_not_hold_up_a_bystander() -> None:
         assert end == b"end"
         assert server.stats.turn_yields > 0
         await flooder.close()
+
+
+def test_a_flood_gets_one_read_per_loop_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read of empty pongs (11,000 frames) is past the budget: the connection rests
+    until the next turn, where uvloop would have read it up to 32 times in this one."""
+    frames_in_turn: dict[int, int] = {}
+    turn = 0
+    on_ws_frame = Connection.on_ws_frame
+
+    def counted(connection: Connection, transport: Any, frame: Any) -> None:
+        frames_in_turn[turn] = frames_in_turn.get(turn, 0) + 1
+        on_ws_frame(connection, transport, frame)
+
+    monkeypatch.setattr(Connection, "on_ws_frame", counted)
+
+    async def flood() -> None:
+        nonlocal turn
+        loop = asyncio.get_running_loop()
+        counting = True
+
+        def next_turn() -> None:  # call_soon from a callback runs in the next loop turn
+            nonlocal turn
+            turn += 1
+            if counting:
+                loop.call_soon(next_turn)
+
+        async with serving(protocols=("echo",), max_messages_per_second=10_000_000) as server:
+            flooder = await upgraded(server.port)
+            loop.call_soon(next_turn)
+            flooder.send(frame_bytes(Opcode.PONG, b"") * 300_000 + frame_bytes(Opcode.PING, b"end"))
+            assert await pong(flooder) == b"end"
+            counting = False
+            await flooder.close()
+            assert server.stats.turn_yields >= 300_000 // 11_000
+
+    uvloop.run(flood())
+    one_read = MAX_READ // len(frame_bytes(Opcode.PONG, b"")) + 1
+    assert sum(frames_in_turn.values()) == 300_001
+    assert max(frames_in_turn.values()) <= one_read, sorted(frames_in_turn.values())[-5:]
 
 
 @on_uvloop
