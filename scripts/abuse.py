@@ -540,7 +540,9 @@ class Ctx:
         return conn
 
     async def connect_many(self, count: int, protocol: str | None, path: Callable[[int], str] | str = "/",
-                           *, read: bool = True, parallel: int = 200) -> tuple[list[Conn], Counter[str]]:
+                           *, read: bool = True, parallel: int = 200,
+                           first: Callable[[int], bytes] | None = None) -> tuple[list[Conn], Counter[str]]:
+        """count connections, parallel at a time; first(i) is written as soon as one is upgraded."""
         gate = asyncio.Semaphore(parallel)
         failures: Counter[str] = Counter()
         conns: list[Conn] = []
@@ -548,7 +550,10 @@ class Ctx:
         async def one(i: int) -> None:
             async with gate:
                 try:
-                    conns.append(await self.connect(protocol, path(i) if callable(path) else path, read=read))
+                    conn = await self.connect(protocol, path(i) if callable(path) else path, read=read)
+                    if first is not None:
+                        conn.write(first(i))
+                    conns.append(conn)
                 except Refused as exc:
                     failures[exc.outcome] += 1
                 except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -884,9 +889,8 @@ async def a6a(x: Ctx) -> str:
 
 async def a6b(x: Ctx) -> str:
     """chat `/rooms` repeated with 5,000 rooms that have someone in them."""
-    people, _ = await x.connect_many(x.n(5000), "chat")
-    for i, conn in enumerate(people):
-        conn.write(text(f"/join a6-{i}"))
+    # Each goes to a room of its own at once: 5,000 in the lobby would be 7c's notice storm.
+    await x.connect_many(x.n(5000), "chat", first=lambda i: text(f"/join a6-{i}"), parallel=50)
     await asyncio.sleep(2)
     conn = await x.connect("chat")
     return await repeat_listing(x, conn, text("/rooms"), lambda line: line.startswith("!"), x.secs(20))
@@ -922,7 +926,7 @@ async def a7b(x: Ctx) -> str:
     for k, conn in enumerate(subscribers):
         replies_sample(conn, errors, lambda line: '"error"' in line)
         await conn.send(jsonsvc(f"a7h{k}", requests=[f"a7/{k}/{i}" for i in range(per)]))
-    leavers, _ = await x.connect_many(x.n(5000), "chat")
+    leavers, _ = await x.connect_many(x.n(5000), "chat", first=lambda i: text(f"/join a7-{i}"), parallel=50)
     await asyncio.sleep(2)
     x.mark()
     start = time.monotonic()
@@ -935,6 +939,27 @@ async def a7b(x: Ctx) -> str:
     await asyncio.sleep(2)
     return (f"{holders * per:,} topics live ({error_summary(errors) or 'no refusal'}); "
             f"{len(leavers):,} chat clients left, all closes answered in {took:.1f} s")
+
+
+async def a7c(x: Ctx) -> str:
+    """5,000 chat clients connect into the lobby (each arrival announced to everyone there), then leave."""
+    count = x.n(5000)
+    start = time.monotonic()
+    try:
+        people, failures = await asyncio.wait_for(x.connect_many(count, "chat"), x.secs(120, 10))
+        took = f"{len(people):,} in the lobby in {time.monotonic() - start:.1f} s"
+    except TimeoutError:
+        people, failures = list(x.conns), Counter[str]()
+        took = f"only {len(people):,} of {count:,} in the lobby after {x.secs(120, 10):.0f} s"
+    notices = sum(c.frames for c in people)
+    start = time.monotonic()
+    for conn in people:
+        conn.write(frame(CLOSE, struct.pack("!H", 1000)))
+    left = await asyncio.gather(*(c.finish(60) for c in people))
+    gone = sum(1 for outcome in left if outcome != "open")
+    return (f"{took} ({notices:,} notices received); {gone:,} left, the last close answered "
+            f"{time.monotonic() - start:.1f} s after the first was sent"
+            + (f"; {tally(failures.elements())}" if failures else ""))
 
 
 # 8
@@ -1165,6 +1190,7 @@ ATTACKS = [
     Spec("6c", "command `clients` x 1,000/s with 5,000 clients", a6c),
     Spec("7a", "one client asks for 100,000 topics", a7a),
     Spec("7b", "100,000 live topics, then 5,000 clients leave at once", a7b),
+    Spec("7c", "5,000 chat clients join the lobby, then leave", a7c),
     Spec("8", "4 non-readers: pipelined /who and 256 KiB lines, 6 s", a8),
     Spec("9a", "connections past the open-files limit", a9a, fd_limit=True),
     Spec("9b", "idle TCP connects past the open-files limit, then a new client", a9b, fd_limit=True),
