@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 import pytest
+from redis.asyncio import Redis
 
 from support import ServerFactory, Spawn
 from support.stomp import TIMEOUT, ClientFrame, StompPy
@@ -154,6 +155,20 @@ async def test_what_a_dead_node_delivered_unacked_goes_to_a_live_one(
     assert (again.body, again.headers["redelivered"]) == (b"in flight", "true")
     stayer.conn.ack(again.headers["ack"])
     await nothing_else(stayer)
+
+
+async def test_sends_go_on_after_redis_forgot_the_script(
+        nodes: tuple[Server, Server], connect: Connect, clean_redis: str) -> None:
+    a, b = nodes
+    consumer, producer = await connect(b), await connect(a)
+    await consumer.subscribe("/queue/s", id="1")
+    await producer.send("/queue/s", "before")
+    assert (await consumer.message()).body == b"before"
+    async with Redis.from_url(clean_redis) as redis:
+        await redis.script_flush()
+    await producer.send("/queue/s", "after")  # NOSCRIPT: sent again with the script
+    assert (await consumer.message()).body == b"after"
+    await nothing_else(consumer)
 
 
 async def test_the_byte_bound_drops_the_oldest_across_nodes(start_server: ServerFactory,

@@ -36,7 +36,9 @@ A node that dies
     said goodbye, or missed its TTL) are XCLAIMed and delivered again here,
     marked redelivered, and the dead consumer is removed from the group. A
     message sent to a node lives in Redis, so it survives that node whether
-    or not it was delivered. Guarantee: each message is consumed once while
+    or not it was delivered. Entries pending for a live node that none of its
+    consumers holds (a give-back that failed while Redis was away) are taken
+    again by that node once idle for a TTL. Guarantee: each message is consumed once while
     nodes live; a node that dies holding unacknowledged (or auto-mode,
     in-flight) messages has them delivered again (at least once).
 
@@ -49,12 +51,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from wsplex.app.hub import QueueConsumer, QueueFigures, QueueMessage
 from wsplex.hub.queues import Consumers
@@ -105,6 +108,8 @@ end
 return {dropped, waiting}
 """
 
+_SEND_SHA = hashlib.sha1(SEND_SCRIPT.encode()).hexdigest()
+
 #: KEYS: stream. ARGV: group, this node, the alive-key prefix. The entries of dead consumers,
 #: claimed by this node (flat: id, fields, id, fields...).
 TAKEOVER_SCRIPT = """
@@ -124,6 +129,25 @@ for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
     end
     if #ids < 1000 then redis.call('XGROUP', 'DELCONSUMER', stream, group, name) end
   end
+end
+return out
+"""
+
+#: KEYS: stream. ARGV: group, this node, milliseconds. The ids pending for this node that long.
+IDLE_SCRIPT = """
+local out = {}
+for _, entry in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 1000, ARGV[2])) do
+  out[#out + 1] = entry[1]
+end
+return out
+"""
+
+#: KEYS: stream. ARGV: group, this node, milliseconds, ids. Those still pending that long,
+#: claimed again by this node (flat: id, fields, id, fields...).
+RECLAIM_SCRIPT = """
+local out = {}
+for _, claimed in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ARGV, 4))) do
+  if claimed[2] then out[#out + 1] = claimed[1]; out[#out + 1] = claimed[2] end
 end
 return out
 """
@@ -159,9 +183,12 @@ class StreamQueues:
         self.dropped = 0
         self._waiting: dict[str, int] = {}  # per queue: at the last send or look, less what was read
         self.stopping = False
+        self._loaded = False  # SEND_SCRIPT is in Redis's script cache (as far as we know)
         #: Resolved once the reader waits on the streams of every local queue so far.
         self._in_place: asyncio.Future[None] | None = None
         self._stale = False  # the local queues changed since the reader last looked
+        self._ttl_ms = max(1000, int(ttl * 1000))
+        self._held: set[str] = set()  # entry ids a consumer of this node holds (not settled)
 
     def _stream(self, name: str) -> str:
         return self._prefix + name
@@ -179,20 +206,29 @@ class StreamQueues:
     def send(self, name: str, message: QueueMessage, *, given_back: str = "") -> bool:
         if not self._admit(name):
             return False
-        command = ("EVAL", SEND_SCRIPT, 2, self._stream(name), self._bytes, GROUP, message.data,
-                   int(message.redelivered), self.limit, self.max_bytes, name, given_back)
+        self._run_send(name, (2, self._stream(name), self._bytes, GROUP, message.data,
+                              int(message.redelivered), self.limit, self.max_bytes, name, given_back))
+        return True
+
+    def _run_send(self, name: str, args: tuple[Any, ...]) -> None:
+        """:data:`SEND_SCRIPT` by its SHA1 once Redis has it (the first call sends it whole)."""
+        command = ("EVALSHA", _SEND_SHA, *args) if self._loaded else ("EVAL", SEND_SCRIPT, *args)
         try:
             reply = self._queue.call(command)
         except RedisUnavailable:
             self.dropped += 1
-            return True
-        reply.add_done_callback(lambda done: self._sent(name, done))
-        return True
+            return
+        self._loaded = True
+        reply.add_done_callback(lambda done: self._sent(name, args, done))
 
-    def _sent(self, name: str, reply: asyncio.Future[Any]) -> None:
+    def _sent(self, name: str, args: tuple[Any, ...], reply: asyncio.Future[Any]) -> None:
         if reply.cancelled():
             return
         problem = reply.exception()
+        if isinstance(problem, NoScriptError):  # Redis restarted, or SCRIPT FLUSH
+            self._loaded = False
+            self._run_send(name, args)
+            return
         if problem is not None:
             if not isinstance(problem, RedisUnavailable):
                 log.error("redis queue send failed: %s", problem)
@@ -236,6 +272,7 @@ class StreamQueues:
     def settle(self, name: str, messages: Sequence[QueueMessage], *, consumed: bool,
                avoid: QueueConsumer | None = None) -> None:
         ids = [message.ref for message in messages if isinstance(message.ref, str)]
+        self._held.difference_update(ids)
         if consumed:
             if ids:
                 stream = self._stream(name)
@@ -247,6 +284,7 @@ class StreamQueues:
             message.redelivered = True
             chosen = consumers.next(avoid) if consumers is not None else None
             if chosen is not None and chosen is not avoid:
+                self._held.add(str(message.ref))
                 chosen.take(name, message)  # still pending for this node: no round trip
             elif isinstance(message.ref, str):
                 self.send(name, message, given_back=message.ref)
@@ -322,6 +360,7 @@ class StreamQueues:
         consumers = self.local.get(name)
         chosen = consumers.next() if consumers is not None else None
         if chosen is not None:
+            self._held.add(str(message.ref))
             chosen.take(name, message)
         else:  # its consumers left while it was on its way: to the cluster again
             self.send(name, message, given_back=str(message.ref))
@@ -345,6 +384,7 @@ class StreamQueues:
             for entry_id, flat in zip(it, it, strict=True):
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 self._deliver(name, QueueMessage(fields.get(b"d", b""), True, ref=entry_id.decode()))
+            await self._reclaim(name)
         known = sorted(self.known)
         counts = await self._queue.call(("EVAL", WAITING_SCRIPT, len(known),
                                          *[self._stream(name) for name in known], GROUP)) if known else []
@@ -352,6 +392,23 @@ class StreamQueues:
         for name, count in self._waiting.items():
             if not count and name not in self.local:
                 self.known.discard(name)
+
+
+    async def _reclaim(self, name: str) -> None:
+        """Entries pending for this node that no consumer here holds, idle for a TTL (a give-back
+        that failed while Redis was away): delivered again, as a dead node's would be."""
+        stream, ttl = self._stream(name), self._ttl_ms
+        idle = await self._queue.call(("EVAL", IDLE_SCRIPT, 1, stream, GROUP, self._node, ttl))
+        orphans = [entry_id for entry_id in idle if entry_id.decode() not in self._held]
+        if not orphans:
+            return
+        claimed = await self._queue.call(("EVAL", RECLAIM_SCRIPT, 1, stream, GROUP, self._node, ttl,
+                                          *orphans))
+        it = iter(claimed)
+        for entry_id, flat in zip(it, it, strict=True):
+            if entry_id.decode() not in self._held:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                self._deliver(name, QueueMessage(fields.get(b"d", b""), True, ref=entry_id.decode()))
 
 
 def _reader_of(redis: Redis) -> Redis:
