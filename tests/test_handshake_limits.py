@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from support import ServerFactory, ws_url
-from wsplex.http.admission import HANDSHAKE_SPARE
+from wsplex.http.admission import HANDSHAKE_SPARE, ConnectionCounter, HandshakeCounter
 from wsplex.server import Server
 
 CAP = 4
@@ -131,3 +131,21 @@ async def test_open_and_half_open_together_stay_under_the_connection_cap(
         assert server.stats.refusals["max_handshakes"] == 1
         await open_one.send("open ones carry on")
         assert await asyncio.wait_for(open_one.recv(), DEADLINE) == "open ones carry on"
+
+
+def test_the_counter_releases_what_it_admitted() -> None:
+    """The rule on its own: per address, in all with the open ones, and the exemption."""
+    connections = ConnectionCounter(max_total=2, max_per_address=10)
+    handshakes = HandshakeCounter(2, connections)
+    assert handshakes.admit("a") is None and handshakes.admit("a") is None
+    refused = handshakes.admit("a")
+    assert refused is not None and refused.reason == "max_handshakes_per_ip"
+    assert handshakes.admit("a", per_address=False) is None  # a trusted proxy
+    assert connections.admit("b") is None and connections.admit("c") is None
+    for _ in range(HANDSHAKE_SPARE - 3):
+        assert handshakes.admit("d", per_address=False) is None
+    refused = handshakes.admit("e")
+    assert refused is not None and refused.reason == "max_handshakes"
+    handshakes.release("a")
+    handshakes.release("a")
+    assert handshakes.from_address("a") == 0 and handshakes.admit("e") is None

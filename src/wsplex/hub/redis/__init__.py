@@ -201,7 +201,7 @@ class RedisHub(NodeHub):
             lambda: int(self.healthy))
         self.stats.figures["redis_round_trip_seconds"] = Figure(
             "Round trip of the last PING to Redis that was answered, seconds",
-            lambda: self.round_trip)
+            lambda: round(self.round_trip, 6))  # to the microsecond: `status` shows it
         self.directory.on_beat = self._count_retained
         self.queue.prepare = self._sync_subscriptions
         self.queue.on_lost = self._writer_lost
