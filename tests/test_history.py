@@ -126,3 +126,24 @@ async def test_a_script_redis_forgot_is_loaded_again(start_server: ServerFactory
     assert "loading it again" in caplog.text
     hub.publish(Publication("chat/a", "kept", SENDER))
     assert await texts(server, "chat/a") == ["kept"]
+
+
+@pytest.mark.parametrize("hub", ["redis"], indirect=True)
+async def test_the_bounds_are_the_clusters(start_server: ServerFactory) -> None:
+    """Two nodes share one count: what one keeps, the other's publications are weighed against."""
+    one = await start_server(protocols=("echo",), retained_max=2, history_topics=1)
+    two = await start_server(protocols=("echo",), retained_max=2, history_topics=1)
+    for server in (one, two):
+        server.hub.keep_history("chat/", 3)
+    sender = Sender("JSONsvc", "a")
+    one.hub.publish(Publication("t/1", "x", sender, retain=True))
+    one.hub.publish(Publication("chat/a", "first room", SENDER))
+    await one.hub.sync()
+    two.hub.publish(Publication("t/2", "y", sender, retain=True))
+    two.hub.publish(Publication("t/3", "z", sender, retain=True))  # the cluster's third
+    two.hub.publish(Publication("chat/b", "second room", SENDER))  # pushes chat/a out
+    await two.hub.sync()
+    assert sorted(p.topic for p in await one.hub.retained("t/+")) == ["t/1", "t/2"]
+    assert (one.stats.retained_refused, two.stats.retained_refused) == (0, 1)
+    assert await texts(one, "chat/a") == [] and await texts(one, "chat/b") == ["second room"]
+    assert two.stats.history_topics_evicted == 1
