@@ -19,8 +19,9 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from support import ServerFactory, Spawn
+from support import RedisProcess, ServerFactory, Spawn
 from support.stomp import TIMEOUT, ClientFrame, StompPy
+from test_cluster import wait_until
 from test_stomp_queues import messages_and_receipt, nothing_else
 from wsplex.server import Server
 
@@ -167,6 +168,27 @@ async def test_sends_go_on_after_redis_forgot_the_script(
     async with Redis.from_url(clean_redis) as redis:
         await redis.script_flush()
     await producer.send("/queue/s", "after")  # NOSCRIPT: sent again with the script
+    assert (await consumer.message()).body == b"after"
+    await nothing_else(consumer)
+
+
+async def test_queues_work_again_after_redis_came_back(
+        start_server: ServerFactory, redis_process: RedisProcess, connect: Connect) -> None:
+    """While Redis is away a SEND to a queue is dropped and counted; once it is back (empty:
+    no persistence) the readers start over and the script is loaded again."""
+    a = await start_server(protocols=STOMP, redis_url=redis_process.url)
+    b = await start_server(protocols=STOMP, redis_url=redis_process.url)
+    consumer, producer = await connect(b), await connect(a)
+    await consumer.subscribe("/queue/r", id="1")
+    await producer.send("/queue/r", "before")
+    assert (await consumer.message()).body == b"before"
+    redis_process.stop(signal.SIGKILL)
+    await wait_until(lambda: not a.hub.healthy and not b.hub.healthy)
+    await producer.send("/queue/r", "during")
+    assert a.hub.queue_figures().dropped == 1
+    redis_process.start()
+    await wait_until(lambda: a.hub.healthy and b.hub.healthy)
+    await producer.send("/queue/r", "after")
     assert (await consumer.message()).body == b"after"
     await nothing_else(consumer)
 

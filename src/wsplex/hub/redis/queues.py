@@ -216,7 +216,7 @@ class StreamQueues:
         try:
             reply = self._queue.call(command)
         except RedisUnavailable:
-            self.dropped += 1
+            self._lost(args)
             return
         self._loaded = True
         reply.add_done_callback(lambda done: self._sent(name, args, done))
@@ -232,13 +232,19 @@ class StreamQueues:
         if problem is not None:
             if not isinstance(problem, RedisUnavailable):
                 log.error("redis queue send failed: %s", problem)
-            self.dropped += 1
+            self._lost(args)
             return
         dropped, waiting = (int(n) for n in reply.result())
         if dropped > 0:
             self.dropped += dropped
         if waiting >= 0:
             self._waiting[name] = waiting
+
+    def _lost(self, args: tuple[Any, ...]) -> None:
+        """A send that did not reach Redis: a new message is dropped (counted); a given-back
+        one is still pending for this node, and :meth:`_reclaim` delivers it again."""
+        if not args[-1]:
+            self.dropped += 1
 
     def consume(self, name: str, consumer: QueueConsumer) -> bool:
         if not self._admit(name):
