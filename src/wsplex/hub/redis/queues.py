@@ -20,7 +20,9 @@ Reading
     the wake stream, so the reader starts over with the new set. Redis serves
     blocked readers of a stream first come first served, so consecutive
     messages alternate between the nodes waiting on a queue; within a node
-    the consumers take turns (:class:`~wsplex.hub.queues.Consumers`). An
+    the consumers take turns (:class:`~wsplex.hub.queues.Consumers`). One read
+    takes up to ``READ_COUNT`` messages, so a backlog goes to the nodes in
+    runs of up to that many. An
     entry read is pending for this node (the group's PEL) until settled:
     consumed, it is XACKed and XDELed (auto mode: right after delivery);
     given back (NACK, or its consumer left) it goes to another consumer of
