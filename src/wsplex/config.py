@@ -314,8 +314,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("stomp_queue_bytes", 64 << 20, "bytes of message bodies and headers a STOMP /queue/ "
            "keeps while nobody consumes them; past it the oldest are dropped and counted",
            PROTOCOLS, size, metavar="BYTES", show=show_size),
-    Option("stomp_max_queues", 10_000, "STOMP queues one node keeps; a SEND or SUBSCRIBE that "
-           "would make one more gets an ERROR frame and the close", PROTOCOLS, positive, metavar="N"),
+    Option("stomp_max_queues", 10_000, "STOMP queues one node keeps (with --redis: sends to or "
+           "consumes); a SEND or SUBSCRIBE that would make one more gets an ERROR frame and the "
+           "close", PROTOCOLS, positive, metavar="N"),
     Option("admin_token_file", None, "file holding the token for privileged commands "
            "(or set WSPLEX_ADMIN_TOKEN)", PROTOCOLS, metavar="PATH", derived=True,
            shown="none, so privileged commands are disabled"),
