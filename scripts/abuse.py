@@ -614,7 +614,8 @@ def replies_sample(conn: Conn, errors: Counter[str], marker: Callable[[str], boo
 
 
 def error_summary(errors: Counter[str]) -> str:
-    return "; ".join(f"{n} x {what!r}" for what, n in errors.most_common(3))
+    """The commonest replies, each cut to its first 90 characters."""
+    return "; ".join(f"{n:,} x {what[:90]!r}" for what, n in errors.most_common(2))
 
 
 # 1
