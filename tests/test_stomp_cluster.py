@@ -23,6 +23,9 @@ from support import RedisProcess, ServerFactory, Spawn
 from support.stomp import TIMEOUT, ClientFrame, StompPy
 from test_cluster import wait_until
 from test_stomp_queues import messages_and_receipt, nothing_else
+from wsplex.app import QueueConsumer, QueueMessage
+from wsplex.hub.redis import RedisHub
+from wsplex.hub.redis.queues import GROUP
 from wsplex.server import Server
 
 STOMP = ("v12.stomp", "v11.stomp", "v10.stomp")
@@ -206,3 +209,37 @@ async def test_the_byte_bound_drops_the_oldest_across_nodes(start_server: Server
     assert [m.body[:1] for m in messages] == [b"3", b"4"]
     await nothing_else(consumer)
     assert a.hub.queue_figures().dropped == 3  # counted by the node whose sends pushed them out
+
+
+class Keeper(QueueConsumer):
+    """A consumer that keeps what it takes, for the test below."""
+
+    def __init__(self) -> None:
+        self.taken: asyncio.Queue[QueueMessage] = asyncio.Queue()
+
+    def take(self, queue: str, message: QueueMessage) -> None:
+        self.taken.put_nowait(message)
+
+
+async def test_an_entry_pending_for_a_live_node_and_held_by_nobody_is_delivered_again(
+        clean_redis: str, hub: str) -> None:  # hub: "redis", as for the whole module
+    """What a failed give-back leaves (pending for this node, no consumer holds it): once idle
+    for --redis-ttl the node delivers it again, redelivered."""
+    node = RedisHub("orphan", clean_redis, ttl=1.0)
+    await node.start()
+    try:
+        stream = f"{node.keys.prefix}q:lost"
+        async with Redis.from_url(clean_redis) as redis:
+            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            await redis.xadd(stream, {"d": b"payload", "r": b"0"})
+            await redis.xreadgroup(GROUP, "orphan", {stream: ">"})  # pending for the node now
+        keeper = Keeper()
+        assert node.queue_consume("lost", keeper)
+        message = await asyncio.wait_for(keeper.taken.get(), TIMEOUT)
+        assert (message.data, message.redelivered) == (b"payload", True)
+        node.queue_settle("lost", [message], consumed=True)
+        await node.sync()
+        async with Redis.from_url(clean_redis) as redis:
+            assert await redis.xlen(stream) == 0  # acknowledged and deleted
+    finally:
+        await node.stop()
