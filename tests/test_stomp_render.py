@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import cast
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wsplex.app import Publication, Sender, Session
@@ -38,6 +38,8 @@ def whole(rendering: _Rendering, subscription: Subscription, message_id: str) ->
        payload=st.one_of(st.text(max_size=20), st.binary(max_size=20)),
        stomp_sender=st.booleans(), passed_on=st.lists(st.tuples(header_text, header_text), max_size=3),
        first_id=st.integers(0, 10**6))
+@example(version=V10, ack_index=0, subscription_id="1", name="1", payload="", stomp_sender=True,
+         passed_on=[(":", "1")], first_id=0)  # found by hypothesis: the frame is right, unreadable in 1.0
 def test_parts_are_the_whole_frame(version: str, ack_index: int, subscription_id: str, name: str,
                                    payload: str | bytes, stomp_sender: bool,
                                    passed_on: list[tuple[str, str]], first_id: int) -> None:
@@ -56,6 +58,8 @@ def test_parts_are_the_whole_frame(version: str, ack_index: int, subscription_id
         got = rendering.message(subscription)
         assert got.payload == expected
         assert got.is_text == utf8(payload)  # a UTF-8 body goes in a text message
+        if version == V10 and any(":" in header for header, _ in passed_on):
+            continue  # 1.0 has no escape for a colon in a header name: no client could read it
         parser = FrameParser(1 << 20, version)
         [frame] = parser.feed(got.payload)
         assert frame.get("subscription") == as_read(subscription_id, version)
