@@ -342,10 +342,10 @@ class Connection(WSListener):
         plus one read's replies; what others send it is still capped by
         ``--max-send-buffer`` (:meth:`flush`).
         """
-        self.stats.send_pauses += 1
-        log.debug("not reading %s: %d bytes sent to it wait unread", self.session,
-                  self.out.get_write_buffer_size() if self.out is not None else 0)
-        self._pause(Pause.SEND)
+        if self._pause(Pause.SEND):
+            self.stats.send_pauses += 1
+            log.debug("not reading %s: %d bytes sent to it wait unread", self.session,
+                      self.out.get_write_buffer_size() if self.out is not None else 0)
 
     def resume_writing(self) -> None:
         """The buffer drained below the low-water mark: the peer reads again."""
@@ -369,8 +369,8 @@ class Connection(WSListener):
 
     def pause_reading(self) -> None:
         """The session's hooks are behind (a Session's backlog): read no more for now."""
-        self.stats.reads_paused += 1
-        self._pause(Pause.BACKLOG)
+        if self._pause(Pause.BACKLOG):
+            self.stats.reads_paused += 1
 
     def resume_reading(self) -> None:
         """The session caught up: read again, unless another pause holds."""
@@ -380,24 +380,28 @@ class Connection(WSListener):
         """``--read-per-turn`` is spent: read no more until the next loop turn (:mod:`.pacing`)."""
         self.turn_used = 0
         lag = self.shared.lag
-        if lag.loop is not None and not self.paused & Pause.TURN:
+        if lag.loop is not None and not self.paused & Pause.TURN and self._pause(Pause.TURN):
             self.stats.turn_yields += 1
-            self._pause(Pause.TURN)
             lag.loop.call_soon(self._resume, Pause.TURN)
 
-    def _pause(self, reason: Pause) -> None:
-        """Stop reading the socket for ``reason``; the first reason pauses the transport."""
+    def _pause(self, reason: Pause) -> bool:
+        """Stop reading the socket for ``reason``; the first reason pauses the transport.
+
+        False when there is nothing to pause: the socket is closing, or a close
+        frame is out (then reading goes on, see :meth:`_apply`), but for a turn.
+        """
         out = self.out
         if out is None or out.is_closing():
-            return
+            return False
         if reason & LONG_PAUSES and self.ws.state is not _OPEN and self.ws.state is not _FAILING:
-            return  # closing: see _apply
+            return False
         paused = self.paused
         if not paused:
             out.pause_reading()
         if reason & LONG_PAUSES and not paused & LONG_PAUSES:
             self.paused_at = asyncio.get_running_loop().time()
         self.paused = paused | reason
+        return True
 
     def _resume(self, reason: Pause) -> None:
         """``reason`` no longer holds; read again once no other reason does.
