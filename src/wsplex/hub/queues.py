@@ -74,10 +74,10 @@ class Queue(Consumers):
     def park(self, message: QueueMessage) -> int:
         """Keep ``message`` until someone subscribes; how many of the oldest went for it."""
         self.waiting.append(message)
-        self.bytes += len(message.data)
+        self.bytes += message.size
         dropped = 0
         while len(self.waiting) > self.limit or (self.bytes > self.max_bytes and len(self.waiting) > 1):
-            self.bytes -= len(self.waiting.popleft().data)
+            self.bytes -= self.waiting.popleft().size
             dropped += 1
         return dropped
 
@@ -86,16 +86,16 @@ class Queue(Consumers):
         (the given-back ones are older than what waits). How many were dropped."""
         for message in reversed(messages):
             self.waiting.appendleft(message)
-            self.bytes += len(message.data)
+            self.bytes += message.size
         dropped = 0
         while len(self.waiting) > self.limit or (self.bytes > self.max_bytes and len(self.waiting) > 1):
-            self.bytes -= len(self.waiting.pop().data)
+            self.bytes -= self.waiting.pop().size
             dropped += 1
         return dropped
 
     def take(self) -> QueueMessage:
         message = self.waiting.popleft()
-        self.bytes -= len(message.data)
+        self.bytes -= message.size
         return message
 
 

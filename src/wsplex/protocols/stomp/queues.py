@@ -27,6 +27,9 @@ from wsplex.protocols.stomp.frames import V12, FrameError, encode_headers, unesc
 _LENGTH = struct.Struct("!I")
 #: The first three header lines of a packed message: the server's, not the sender's.
 _DESTINATION, _SENDER, _TEXT = "destination", "sender", "text"
+#: The bytes :func:`pack` adds besides the destination, the headers and the body
+#: (the length, the three header names, the sender, the newlines), as counted.
+_PACKED_OVERHEAD = 64
 
 
 @dataclass(slots=True, eq=False)
@@ -40,8 +43,18 @@ class QueuedMessage:
     sender: Sender
 
     def queue_message(self) -> QueueMessage:
-        """What the hub carries: the bytes, with this object for a hub that stays in process."""
-        return QueueMessage(pack(self), local=self)
+        """What the hub carries: this object, and its bytes (:func:`pack`) made only if the
+        hub asks for them (Redis does; the memory hub hands the object back unencoded)."""
+        return QueueMessage(encode=self.pack, size=self.size(), local=self)
+
+    def pack(self) -> bytes:
+        return pack(self)
+
+    def size(self) -> int:
+        """About the length of :func:`pack`'s bytes (escaping aside), without making them:
+        what the message counts toward ``--stomp-queue-bytes``."""
+        headers = sum(len(name) + len(value) + 2 for name, value in self.headers)
+        return _PACKED_OVERHEAD + len(self.destination) + headers + len(self.body)
 
 
 def pack(message: QueuedMessage) -> bytes:
