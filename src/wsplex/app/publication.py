@@ -94,15 +94,21 @@ class Publication:
         return Outgoing.text(text) if text is not None else Outgoing.binary(self.data)
 
     def compact(self) -> Publication:
-        """This publication as it is best kept for a while (history): a text payload
-        held as its UTF-8 bytes, decoded again on first read. A ``str`` costs up to
-        four bytes a character (one emoji is enough), UTF-8 one for ASCII."""
+        """This publication as it is best kept for a while (history, retained): its
+        payload held once, in its smallest form. ASCII text stays a ``str`` (one byte a
+        character); other text becomes its UTF-8 bytes, decoded again on first read (a
+        ``str`` with one emoji costs four bytes a character); a form made for a
+        receiver (the bytes of a text, the text of binary data) is not kept."""
         text = self._text
-        if not isinstance(text, str) or text.isascii():
-            return self
-        kept = Publication(self.topic, self.data, self.sender, retain=self.retain,
+        ascii_text = self.is_text and isinstance(text, str) and text.isascii()
+        if ascii_text and self._data is None:
+            return self  # held once, as a compact str
+        if not ascii_text and not isinstance(text, str) and self._data is not None:
+            return self  # held once, as bytes
+        payload: str | bytes = text if ascii_text and isinstance(text, str) else self.data
+        kept = Publication(self.topic, payload, self.sender, retain=self.retain,
                            native=self.native, published_at=self.time)
-        kept.is_text = True  # the bytes are text: ``text`` decodes them when asked
+        kept.is_text = self.is_text  # text as bytes: ``text`` decodes them when asked
         return kept
 
     @property
