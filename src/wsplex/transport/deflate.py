@@ -77,7 +77,7 @@ class DeflateConnection(Connection):
             return  # our close frame is out: nothing more is sent (RFC 6455 §5.5.1)
         frame = message.frame
         deflate = ws.deflate
-        if len(message.payload) >= deflate.threshold:
+        if message.size >= deflate.threshold:
             plain = frame
             cache = message.compressed  # never holds a Deflate with context takeover
             cached = cache.get(deflate) if cache is not None else None

@@ -1107,7 +1107,7 @@ class _Fanout:
             packet = Publish(publication.topic, publication.data,
                              properties=_with_expiry(self._common, self.expires))
             outgoing = self._shared[conn.level] = Outgoing.binary(encode_publish(conn.level, packet))
-        if not conn.max_packet or len(outgoing.payload) <= conn.max_packet:
+        if not conn.max_packet or outgoing.size <= conn.max_packet:
             conn.session.send(outgoing)
 
 
