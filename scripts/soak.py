@@ -289,7 +289,8 @@ def main() -> int:
     parser.add_argument("--pid", type=int, help="that server's process id, for its RSS")
     parser.add_argument("--server-arg", action="append", default=[], help="extra wsplex flag")
     args = parser.parse_args()
-    raise_open_files_limit(2 * args.connections + 2 * args.churn + 100)
+    # Per process: a file per client here; the server, a child with the same limit, one per connection.
+    raise_open_files_limit(args.connections + 2 * args.churn + 100)
 
     server_proc = None
     server_log: list[str] = []
