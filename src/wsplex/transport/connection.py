@@ -178,6 +178,7 @@ class Connection(WSListener):
         "receiving",
         "session",
         "shared",
+        "squeezed",
         "stats",
         "subprotocol",
         "transport",
@@ -222,6 +223,10 @@ class Connection(WSListener):
         #: What the frames handled since the last yield cost (``--read-per-turn``, :mod:`.pacing`).
         self.turn_used = 0
         self.turn_budget = settings.read_per_turn
+        #: It spent its budget: its reads are small and one a turn until one drains its
+        #: socket (``transport.listener.SQUEEZED_READ``), so a fleet of flooders cannot make
+        #: every loop turn long for the connections that are not flooding.
+        self.squeezed = False
         #: The unfinished message the keepalive sweep last saw (``ws.messages_opened``), and when.
         self.unfinished = 0
         self.unfinished_since = 0.0
@@ -289,7 +294,7 @@ class Connection(WSListener):
                 self._end_read()
             if self.failure is not None:
                 self._fail_parsed()
-            if self.turn_used > self.turn_budget:
+            if self.turn_used > self.turn_budget or self.squeezed:
                 self._yield_turn()
 
     def _end_read(self) -> None:
@@ -379,6 +384,7 @@ class Connection(WSListener):
     def _yield_turn(self) -> None:
         """``--read-per-turn`` is spent: read no more until the next loop turn (:mod:`.pacing`)."""
         self.turn_used = 0
+        self.squeezed = True
         lag = self.shared.lag
         if lag.loop is not None and not self.paused & Pause.TURN and self._pause(Pause.TURN):
             self.stats.turn_yields += 1
