@@ -347,7 +347,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("history_topics", 10_000, "topics (chat rooms) whose last messages are kept; a new one "
            "pushes out the oldest nobody is in", LIMITS, positive, metavar="N"),
     Option("history_bytes", 256 * 1024, "bytes of messages kept per topic's history (chat "
-           "rooms); the oldest go first", LIMITS, size, metavar="BYTES", show=show_size),
+           "rooms), each its payload plus its framed message; the oldest go first", LIMITS, size,
+           metavar="BYTES", show=show_size),
     Option("retained_value_size", 1 << 20, "largest payload a retained publication (a JSONsvc "
            "put, an MQTT retained message) keeps; bigger ones are delivered, not kept", LIMITS, size,
            metavar="BYTES", show=show_size),
@@ -355,8 +356,9 @@ OPTIONS: tuple[Option, ...] = (
            positive, metavar="N"),
     Option("retained_per_sender", 10_000, "retained topics one client holds", LIMITS,
            positive, metavar="N"),
-    Option("retained_bytes", 256 << 20, "payload bytes of all retained publications (with --redis, "
-           "of the cluster)", LIMITS, size, metavar="BYTES", show=show_size),
+    Option("retained_bytes", 256 << 20, "bytes of all retained publications, each its payload plus "
+           "its framed message (with --redis, of the cluster)", LIMITS, size, metavar="BYTES",
+           show=show_size),
     Option("max_send_buffer", 4 << 20, "bytes queued for one client before it is closed as a slow "
            "consumer", LIMITS, size, metavar="BYTES", show=show_size),
     Option("max_send_buffers_total", 1 << 30, "bytes queued for all clients of the node; past it "

@@ -6,7 +6,8 @@ megabytes per topic (issue 17: 1.96 million rooms in 60 s took 1.8 GiB), so
 three bounds hold, each counted in ``/metrics``:
 
 * per topic, at most the rule's number of publications and ``--history-bytes``
-  of payload (the oldest go first);
+  (each publication weighs its payload plus its native frame,
+  :meth:`Publication.kept_size`; the oldest go first);
 * at most ``--history-topics`` topics: a new one pushes out the oldest topic
   nobody is subscribed to here, else the oldest of all;
 * text is kept compactly, as its UTF-8 bytes (a ``str`` with one emoji costs
@@ -83,12 +84,12 @@ class History:
             kept = self._topics[topic] = _Kept()
         compact = publication.compact()
         kept.items.append(compact)
-        kept.size += len(compact.data)
+        kept.size += compact.kept_size()
         items = kept.items
         if len(items) > limit:  # the rule's count: the usual way out, not counted
-            kept.size -= len(items.popleft().data)
+            kept.size -= items.popleft().kept_size()
         while items and kept.size > self.max_bytes:
-            kept.size -= len(items.popleft().data)
+            kept.size -= items.popleft().kept_size()
             self._stats.history_trimmed += 1
 
     def get(self, topic: str) -> list[Publication]:

@@ -9,7 +9,8 @@ delivered, not kept; counted in ``/metrics``) past them:
 * ``--retained-value-size``: payload bytes of one retained publication;
 * ``--retained-max``: retained topics in all;
 * ``--retained-per-sender``: retained topics one sender holds;
-* ``--retained-bytes``: payload bytes of all of them.
+* ``--retained-bytes``: bytes of all of them, each weighing its payload plus its
+  native frame (:meth:`Publication.kept_size`).
 
 Replacing a topic's value counts only the difference. An empty payload
 clears the topic, whoever holds it (MQTT 3.1.1 §3.3.1.3). Text is kept as
@@ -44,7 +45,7 @@ class Retained:
         self._stats = stats
         self._topics: dict[str, Publication] = {}
         self._by_sender: Counter[str] = Counter()
-        self.size = 0  # payload bytes held
+        self.size = 0  # what the kept publications weigh (Publication.kept_size)
 
     def __len__(self) -> int:
         return len(self._topics)
@@ -58,11 +59,13 @@ class Retained:
             if old is not None:
                 self._forget(topic, old)
             return True
-        size = len(publication.data)
+        size = len(publication.data)  # before compact(), which drops the bytes this makes of a text
         owner = str(publication.sender)
         new_topic = old is None
         switching = old is not None and str(old.sender) != owner
-        grows = size - (len(old.data) if old is not None else 0)
+        kept = publication.compact()
+        held = kept.kept_size()
+        grows = held - (old.kept_size() if old is not None else 0)
         if (size > self.max_value_size
                 or (new_topic and len(self._topics) >= self.max_count)
                 or ((new_topic or switching) and self._by_sender[owner] >= self.max_per_sender)
@@ -71,14 +74,14 @@ class Retained:
             return False
         if old is not None:
             self._forget(topic, old)
-        self._topics[topic] = publication.compact()
+        self._topics[topic] = kept
         self._by_sender[owner] += 1
-        self.size += size
+        self.size += held
         return True
 
     def _forget(self, topic: str, old: Publication) -> None:
         del self._topics[topic]
-        self.size -= len(old.data)
+        self.size -= old.kept_size()
         owner = str(old.sender)
         self._by_sender[owner] -= 1
         if not self._by_sender[owner]:

@@ -438,7 +438,7 @@ class RedisHub(NodeHub):
 
     def _retain(self, publication: Publication, envelope: bytes) -> None:
         command = ("EVALSHA", _HOT_SCRIPTS[RETAIN_SCRIPT], 5, *self.keys.retained_books, publication.topic,
-                   b"" if publication.empty else envelope, len(publication.data), str(publication.sender),
+                   b"" if publication.empty else envelope, publication.kept_size(), str(publication.sender),
                    self.max_retained, self.max_retained_per_sender, self.max_retained_bytes)
         self.queue.call(command).add_done_callback(self._retained)
 
@@ -466,7 +466,7 @@ class RedisHub(NodeHub):
     def _keep(self, publication: Publication, envelope: bytes, limit: int) -> None:
         topic, keys = publication.topic, self.keys
         command = ("EVALSHA", _HOT_SCRIPTS[HISTORY_SCRIPT], 5, keys.history(topic), keys.history_sizes(topic),
-                   *keys.history_books, topic, envelope, len(publication.data), limit,
+                   *keys.history_books, topic, envelope, publication.kept_size(), limit,
                    self.max_history_bytes, self.max_history_topics, keys.prefix, EVICTION_SCAN)
         self.queue.call(command).add_done_callback(self._kept)
 
