@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
 import psutil
@@ -20,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from support import RedisProcess, ServerFactory, WsplexProcess, ws_url
+from support import RedisProcess, ServerFactory, WsplexProcess, http_get, ws_url
 from test_hub import connect as attached_session
 from wsplex.app.outgoing import Outgoing
 from wsplex.app.publication import Publication, Sender
@@ -30,17 +28,6 @@ from wsplex.server import Server
 ECHO = [Subprotocol("echo")]
 SENDER = Sender("test", "tester")
 Spawn = Callable[..., WsplexProcess]
-
-
-async def http_get(url: str) -> tuple[int, str]:
-    def fetch() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    return await asyncio.to_thread(fetch)
 
 
 async def open_echo(url: str) -> ClientConnection:

@@ -12,8 +12,6 @@ import resource
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
-from support import WsplexProcess, free_port
+from support import WsplexProcess, free_port, http_get
 from wsplex.http.admission import HANDSHAKE_SPARE
 from wsplex.server import FD_HEADROOM, connection_cap
 
@@ -60,17 +58,6 @@ def test_the_cap_follows_the_hard_limit(limits: tuple[int, int], caplog: pytest.
     caplog.clear()
     assert connection_cap(10) == 10  # within the limit: as asked, no warning
     assert caplog.text == ""
-
-
-async def http_get(url: str) -> tuple[int, str]:
-    def fetch() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    return await asyncio.to_thread(fetch)
 
 
 async def test_a_server_at_its_file_limit_answers_503_and_closes_half_open_ones() -> None:

@@ -12,31 +12,18 @@ import asyncio
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from support import RedisProcess
+from support import RedisProcess, http_get
 from wsplex.config import Settings
 from wsplex.server import Server
 
 DEADLINE = 30.0
 TIMEOUT = 20.0
-
-
-async def http_get(url: str) -> tuple[int, str]:
-    def fetch() -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    return await asyncio.to_thread(fetch)
 
 
 async def until(check: Callable[[], object], what: str) -> None:

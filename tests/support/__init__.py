@@ -6,7 +6,7 @@
 """
 
 from support.links import RecordingLink
-from support.net import free_port, ws_url
+from support.net import free_port, http_get, ws_url
 from support.processes import ServerFactory, Spawn, WsplexProcess, start_wsplex
 from support.redis_server import RedisProcess, flush_redis
 
@@ -18,6 +18,7 @@ __all__ = [
     "WsplexProcess",
     "flush_redis",
     "free_port",
+    "http_get",
     "start_wsplex",
     "ws_url",
 ]
