@@ -562,6 +562,20 @@ class Ctx:
         return conns, failures
 
 
+async def drained(conn: Conn, end: float) -> bool:
+    """Wait for what was written to leave, until loop time ``end``: False when it did not
+    (the server stopped reading, or reset the connection, which ``conn`` is told)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(conn.writer.drain(), max(0.01, end - loop.time()))
+    except TimeoutError:
+        return False
+    except (ConnectionError, OSError):
+        conn.end("reset while sending")
+        return False
+    return True
+
+
 async def pace(conn: Conn, unit: bytes, per_tick: int, tick: float, seconds: float) -> int:
     """Write per_tick copies of unit every tick seconds for seconds; when late, never catch up."""
     loop = asyncio.get_running_loop()
@@ -569,12 +583,7 @@ async def pace(conn: Conn, unit: bytes, per_tick: int, tick: float, seconds: flo
     due = loop.time()
     while loop.time() < end and conn.write(batch):
         sent += per_tick
-        try:
-            await asyncio.wait_for(conn.writer.drain(), max(0.01, end - loop.time()))
-        except TimeoutError:
-            break
-        except (ConnectionError, OSError):
-            conn.end("reset while sending")
+        if not await drained(conn, end):
             break
         due += tick
         delay = due - loop.time()
@@ -591,12 +600,7 @@ async def flood(conn: Conn, chunk: bytes, seconds: float) -> int:
     end, chunks = loop.time() + seconds, 0
     while loop.time() < end and conn.write(chunk):
         chunks += 1
-        try:
-            await asyncio.wait_for(conn.writer.drain(), max(0.01, end - loop.time()))
-        except TimeoutError:
-            break
-        except (ConnectionError, OSError):
-            conn.end("reset while sending")
+        if not await drained(conn, end):
             break
     return chunks
 
