@@ -188,10 +188,11 @@ def _meta(qos: int, props: Properties) -> Outgoing:
 
 def _read_meta(publication: Publication, protocol: str) -> tuple[int, Properties]:
     native = publication.native
-    if native is None or publication.sender.protocol != protocol or not native.payload:
+    if native is None or publication.sender.protocol != protocol or not native.size:
         return 0, NO_PROPERTIES
+    meta = native.payload  # a copy out of the frame: taken once
     try:
-        return native.payload[0], decode_properties(native.payload[1:])
+        return meta[0], decode_properties(meta[1:])
     except MalformedPacket:  # not ours (a plugin publishing as "mqtt"): no properties
         return 0, NO_PROPERTIES
 
